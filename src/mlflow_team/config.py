@@ -1,0 +1,237 @@
+"""The one place mlflow-team reads environment variables and the policy file.
+
+Environment variables (read when called, never at import):
+
+``MLFLOW_TEAM_POLICY``
+    Path of the policy file. Unset: ``mlflow-team.toml`` in the working directory if it exists,
+    else built-in defaults that reject nothing.
+``MLFLOW_TEAM_SQLITE_BUSY_TIMEOUT_MS``
+    How long a SQLite writer waits for the lock before retrying (default 30000).
+``MLFLOW_TEAM_LOCK_RETRIES``
+    How many times a store call is retried after "database is locked" or a deadlock (default 8).
+
+The policy file (TOML), each table a rule, each rule off unless its table is present::
+
+    [experiment-name]
+    pattern = '^[a-z0-9-]+/[a-z0-9-]+$'
+    example = "vision/resnet-ablation"
+
+    [registered-model-name]
+    pattern = '^[a-z0-9-]+\\.[a-z0-9-]+$'
+    example = "vision.resnet"
+
+    [required-tags]
+    tags = ["team.name", "team.project"]
+    defaults = { "team.name" = "vision" }
+
+    [protected-deletions]
+    [lossless-values]
+    [reserved-tags]            # team.author and team.author_verified, plus `extra`
+    extra = ["team.cost-center"]
+
+Every table also takes ``enabled = false`` to switch its rule off without deleting it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from mlflow_team import errors
+from mlflow_team.policy import RULE_IDS, STAMPED_TAGS, NameRule, Policy
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+POLICY_ENV = "MLFLOW_TEAM_POLICY"
+DEFAULT_POLICY_FILE = "mlflow-team.toml"
+BUSY_TIMEOUT_ENV = "MLFLOW_TEAM_SQLITE_BUSY_TIMEOUT_MS"
+LOCK_RETRIES_ENV = "MLFLOW_TEAM_LOCK_RETRIES"
+
+_RULE_KEYS = {
+    "experiment-name": {"enabled", "pattern", "example"},
+    "registered-model-name": {"enabled", "pattern", "example"},
+    "required-tags": {"enabled", "tags", "defaults"},
+    "protected-deletions": {"enabled"},
+    "lossless-values": {"enabled"},
+    "reserved-tags": {"enabled", "extra"},
+}
+_RULE_EXAMPLES = {
+    "experiment-name": "pattern = '^[a-z0-9-]+/[a-z0-9-]+$' and example = 'vision/resnet'",
+    "registered-model-name": "pattern = '^[a-z0-9-]+\\.[a-z0-9-]+$' and example = 'vision.resnet'",
+    "required-tags": "tags = ['team.name'] and defaults = { 'team.name' = 'vision' }",
+    "protected-deletions": "enabled = true",
+    "lossless-values": "enabled = true",
+    "reserved-tags": "extra = ['team.cost-center']",
+}
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise errors.TeamStoreConfigError(
+            f"{name}={raw!r} was rejected: it must be a whole number of 0 or more, "
+            f"for example {name}={default}."
+        )
+    return value
+
+
+def sqlite_busy_timeout_ms() -> int:
+    return _int_env(BUSY_TIMEOUT_ENV, 30_000)
+
+
+def lock_retries() -> int:
+    return _int_env(LOCK_RETRIES_ENV, 8)
+
+
+def policy_path() -> Path | None:
+    """Where the policy comes from: the env var, the working directory's file, or nowhere."""
+    explicit = os.environ.get(POLICY_ENV)
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise errors.PolicyFileError(
+                str(path), errors.POLICY_ENV_MISSING.format(value=explicit)
+            )
+        return path
+    local = Path.cwd() / DEFAULT_POLICY_FILE
+    return local if local.is_file() else None
+
+
+def load_policy() -> Policy:
+    """The policy in force for this process (validated; raises ``PolicyFileError``)."""
+    path = policy_path()
+    return Policy() if path is None else load_policy_file(path)
+
+
+def load_policy_file(path: str | os.PathLike[str]) -> Policy:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise errors.PolicyFileError(str(path), "does not exist.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise errors.PolicyFileError(str(path), errors.POLICY_NOT_TOML.format(reason=exc)) from None
+    try:
+        return parse_policy(data, source=str(path))
+    except _Invalid as exc:
+        raise errors.PolicyFileError(str(path), str(exc)) from None
+
+
+class _Invalid(ValueError):
+    pass
+
+
+def _typed(rule: str, table: dict[str, Any], key: str, check: Callable[[Any], bool], expected: str):
+    value = table[key]
+    if not check(value):
+        raise _Invalid(
+            errors.POLICY_WRONG_TYPE.format(
+                rule=rule, key=key, value=value, expected=expected, example=_RULE_EXAMPLES[rule]
+            )
+        )
+    return value
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+
+
+def _name_rule(rule: str, table: dict[str, Any]) -> NameRule:
+    if "pattern" not in table or "example" not in table:
+        missing = "pattern" if "pattern" not in table else "example"
+        raise _Invalid(
+            f"[{rule}] needs {missing!r}: the pattern names must match and an example name that "
+            f"matches it (shown in every rejection). For example: {_RULE_EXAMPLES[rule]}"
+        )
+    raw = _typed(rule, table, "pattern", lambda v: isinstance(v, str) and v, "a non-empty string")
+    example = _typed(rule, table, "example", lambda v: isinstance(v, str) and v, "a non-empty string")
+    try:
+        pattern = re.compile(raw)
+    except re.error as exc:
+        raise _Invalid(errors.POLICY_BAD_PATTERN.format(rule=rule, value=raw, reason=exc)) from None
+    if not pattern.fullmatch(example):
+        raise _Invalid(errors.POLICY_EXAMPLE_MISMATCH.format(rule=rule, value=example, pattern=raw))
+    return NameRule(pattern=pattern, example=example)
+
+
+def parse_policy(data: dict[str, Any], source: str = "<policy>") -> Policy:
+    """Validate a decoded policy document; raises ``_Invalid`` naming the key and value."""
+    for key, table in data.items():
+        if key not in _RULE_KEYS:
+            raise _Invalid(errors.POLICY_UNKNOWN_RULE.format(key=key, known=", ".join(RULE_IDS)))
+        if not isinstance(table, dict):
+            raise _Invalid(
+                f"{key} = {table!r} must be a table, written [{key}]. "
+                f"For example: [{key}] with {_RULE_EXAMPLES[key]}"
+            )
+        for sub in table:
+            if sub not in _RULE_KEYS[key]:
+                raise _Invalid(
+                    errors.POLICY_UNKNOWN_KEY.format(
+                        key=sub,
+                        rule=key,
+                        known=", ".join(sorted(_RULE_KEYS[key])),
+                        example=_RULE_EXAMPLES[key],
+                    )
+                )
+        if "enabled" in table:
+            _typed(key, table, "enabled", lambda v: isinstance(v, bool), "true or false")
+
+    def on(rule: str) -> dict[str, Any] | None:
+        table = data.get(rule)
+        return table if table is not None and table.get("enabled", True) else None
+
+    fields: dict[str, Any] = {"source": source}
+    if (table := on("experiment-name")) is not None:
+        fields["experiment_name"] = _name_rule("experiment-name", table)
+    if (table := on("registered-model-name")) is not None:
+        fields["registered_model_name"] = _name_rule("registered-model-name", table)
+    if (table := on("required-tags")) is not None:
+        tags = []
+        if "tags" in table:
+            tags = _typed("required-tags", table, "tags", _is_str_list, "a list of tag keys")
+        defaults = table.get("defaults", {})
+        if not isinstance(defaults, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in defaults.items()
+        ):
+            raise _Invalid(
+                errors.POLICY_WRONG_TYPE.format(
+                    rule="required-tags",
+                    key="defaults",
+                    value=defaults,
+                    expected="a table of tag key = string value",
+                    example=_RULE_EXAMPLES["required-tags"],
+                )
+            )
+        # A default makes a tag required too: it is filled in whenever a run lacks it.
+        fields["required_tags"] = tuple(dict.fromkeys([*tags, *defaults]))
+        fields["tag_defaults"] = dict(defaults)
+    if on("protected-deletions") is not None:
+        fields["protected_deletions"] = True
+    if on("lossless-values") is not None:
+        fields["lossless_values"] = True
+    if (table := on("reserved-tags")) is not None:
+        extra = []
+        if "extra" in table:
+            extra = _typed("reserved-tags", table, "extra", _is_str_list, "a list of tag keys")
+        fields["reserved_tags"] = tuple(dict.fromkeys([*STAMPED_TAGS, *extra]))
+    reserved_required = set(fields.get("required_tags", ())) & set(fields.get("reserved_tags", ()))
+    if reserved_required:
+        raise _Invalid(
+            f"[required-tags] lists {sorted(reserved_required)}, which [reserved-tags] forbids "
+            "clients to set, so no run could satisfy both. Require a different key, for example "
+            "tags = ['team.name']."
+        )
+    return Policy(**fields)

@@ -1,0 +1,316 @@
+"""Engines and sessions hardened for many writers, shared by the tracking and registry stores.
+
+What stock MLflow does differently, and why it loses writes under parallel runs:
+
+* SQLite runs in rollback-journal mode, where a reader blocks a writer; a transaction that reads
+  first and writes later cannot wait for the lock (SQLite returns "database is locked" at once to
+  avoid a deadlock). Here SQLite runs in WAL mode, write sessions open with ``BEGIN IMMEDIATE``
+  (they queue for the lock up front, honouring the busy timeout), and a store call that still
+  meets a lock, a deadlock or a serialization failure is retried whole with backoff.
+* Stock creates the tables of a new database from every process at once; here table creation
+  holds a file lock, so one process migrates and the others wait and find it done.
+* Stock ``log_batch`` commits params, metrics and tags in separate transactions. ``atomic()``
+  runs a whole store call in one transaction: the sessions MLflow's code opens inside it join
+  that transaction through savepoints, so a crash leaves all of it or none of it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import random
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
+
+from mlflow_team import config, errors, uri
+
+_logger = logging.getLogger(__name__)
+
+_IMMEDIATE = "mlflow_team_immediate"
+_engines: dict[str, sqlalchemy.engine.Engine] = {}
+_engines_lock = threading.Lock()
+_local = threading.local()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# --- engines ---------------------------------------------------------------------------------
+
+
+def get_engine(url: str) -> sqlalchemy.engine.Engine:
+    """One hardened engine per database URL for the whole process (never one per store)."""
+    engine = _engines.get(url)
+    if engine is None:
+        with _engines_lock:
+            engine = _engines.get(url)
+            if engine is None:
+                engine = _engines[url] = _create_engine(url)
+    return engine
+
+
+def _create_engine(url: str) -> sqlalchemy.engine.Engine:
+    from mlflow.store.db.utils import _make_parent_dirs_if_sqlite, create_sqlalchemy_engine
+
+    _make_parent_dirs_if_sqlite(url)
+    engine = create_sqlalchemy_engine(url)  # MLflow's pool settings and SQLite functions
+    if engine.dialect.name == "sqlite":
+        _harden_sqlite(engine, config.sqlite_busy_timeout_ms())
+    return engine
+
+
+def _harden_sqlite(engine: sqlalchemy.engine.Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # pysqlite's own transaction handling cannot do BEGIN IMMEDIATE or real savepoints;
+        # take it over (SQLAlchemy's documented recipe) and emit BEGIN in the "begin" hook.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            # Safe in WAL: a crash never corrupts; only a power loss may drop the last commits.
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute("PRAGMA case_sensitive_like = true")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        immediate = connection.get_execution_options().get(_IMMEDIATE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+# --- creating and checking the schema --------------------------------------------------------
+
+
+def _init_lock_path(url: str) -> Path:
+    path = uri.sqlite_path(url)
+    key = str(path) if path is not None else url
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"mlflow-team-init-{digest}.lock"
+
+
+def ensure_schema(url: str, team_uri: str) -> None:
+    """Create the tables of a new database once, whoever else is starting at the same moment,
+    and refuse an out-of-date schema with the command that fixes it."""
+    from filelock import FileLock
+    from mlflow.store.db.utils import (
+        _all_tables_exist,
+        _get_latest_schema_revision,
+        _get_schema_version,
+        _initialize_tables,
+    )
+
+    engine = get_engine(url)
+    if uri.sqlite_path(url) is None and url.startswith("sqlite"):
+        # In-memory: a second engine would be a second database.
+        if not _all_tables_exist(engine):
+            _initialize_tables(engine)
+        return
+    if not retrying_call(_all_tables_exist, engine):
+        with FileLock(str(_init_lock_path(url))):
+            if not _all_tables_exist(engine):
+                _create_tables(url)
+    expected = _get_latest_schema_revision()
+    found = retrying_call(_get_schema_version, engine)
+    if found != expected:
+        raise errors.TeamStoreConfigError(
+            errors.SCHEMA_OUT_OF_DATE.format(uri=team_uri, found=found, expected=expected)
+        )
+
+
+def _create_tables(url: str) -> None:
+    """Run MLflow's migrations on a plain engine: they manage their own pragmas/transactions."""
+    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
+
+    plain = create_sqlalchemy_engine(url)
+    try:
+        if plain.dialect.name == "sqlite":
+            with plain.connect() as connection:
+                connection.exec_driver_sql("PRAGMA journal_mode = WAL")
+        _initialize_tables(plain)
+    finally:
+        plain.dispose()
+
+
+def upgrade(url: str) -> tuple[str | None, str]:
+    """Migrate the database to MLflow's latest schema; returns (before, after) revisions."""
+    from mlflow.store.db.utils import _get_schema_version, _upgrade_db, create_sqlalchemy_engine
+
+    plain = create_sqlalchemy_engine(url)
+    try:
+        before = _get_schema_version(plain)
+        _upgrade_db(plain)
+        return before, _get_schema_version(plain)
+    finally:
+        plain.dispose()
+
+
+# --- sessions and transactions ---------------------------------------------------------------
+
+
+def _ambient() -> dict[int, sqlalchemy.engine.Connection]:
+    connections = getattr(_local, "connections", None)
+    if connections is None:
+        connections = _local.connections = {}
+    return connections
+
+
+class ManagedSessions:
+    """Drop-in for MLflow's ``ManagedSessionMaker``: ``with sessions(read_only=False) as s``.
+
+    Inside :meth:`atomic`, every session joins the one open transaction through a savepoint,
+    so MLflow code that commits its own sessions commits only into that transaction.
+    """
+
+    def __init__(self, engine: sqlalchemy.engine.Engine, read_engine=None):
+        self.engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._write = sessionmaker(bind=engine)
+        self._read = sessionmaker(bind=read_engine) if read_engine is not None else self._write
+
+    @contextmanager
+    def __call__(self, read_only: bool = True) -> Iterator[Session]:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import (
+            BAD_REQUEST,
+            INTERNAL_ERROR,
+            TEMPORARILY_UNAVAILABLE,
+        )
+
+        connection = _ambient().get(id(self.engine))
+        if connection is not None:
+            session = Session(bind=connection, join_transaction_mode="create_savepoint")
+        else:
+            session = (self._read if read_only else self._write)()
+            if self._sqlite and not read_only:
+                session.connection(execution_options={_IMMEDIATE: True})
+        with session:
+            try:
+                yield session
+                session.commit()
+            except MlflowException:
+                session.rollback()
+                raise
+            except sqlalchemy.exc.OperationalError as exc:
+                session.rollback()
+                raise MlflowException(message=exc, error_code=TEMPORARILY_UNAVAILABLE) from exc
+            except sqlalchemy.exc.SQLAlchemyError as exc:
+                session.rollback()
+                raise MlflowException(message=exc, error_code=BAD_REQUEST) from exc
+            except Exception as exc:
+                session.rollback()
+                raise MlflowException(message=exc, error_code=INTERNAL_ERROR) from exc
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One transaction for everything the block does through these sessions."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+        ambient = _ambient()
+        key = id(self.engine)
+        if key in ambient:
+            yield
+            return
+        try:
+            with self.engine.connect() as connection:
+                if self._sqlite:
+                    connection = connection.execution_options(**{_IMMEDIATE: True})
+                with connection.begin():
+                    ambient[key] = connection
+                    try:
+                        yield
+                    finally:
+                        del ambient[key]
+        except sqlalchemy.exc.OperationalError as exc:
+            raise MlflowException(message=exc, error_code=TEMPORARILY_UNAVAILABLE) from exc
+
+
+# --- retries ---------------------------------------------------------------------------------
+
+_TRANSIENT_TEXT = (
+    "database is locked",
+    "database table is locked",
+    "deadlock",  # MySQL 1213, PostgreSQL 40P01
+    "lock wait timeout",  # MySQL 1205
+    "could not serialize access",  # PostgreSQL 40001
+    "try restarting transaction",
+)
+_DRIVER_MODULES = frozenset({"sqlite3", "pymysql", "psycopg2", "psycopg", "MySQLdb"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A lock or deadlock error from the database that a fresh attempt can get past.
+
+    Only database errors are read (an ``MlflowException`` carries its cause), so a user's
+    value that happens to contain "deadlock" is never taken for one.
+    """
+    current: BaseException | None = exc
+    for _ in range(10):
+        if current is None:
+            return False
+        is_db_error = isinstance(current, sqlalchemy.exc.DBAPIError) or (
+            type(current).__module__.split(".")[0] in _DRIVER_MODULES
+        )
+        if is_db_error and any(marker in str(current).lower() for marker in _TRANSIENT_TEXT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def retrying_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn``; on a transient lock error, back off and call it again (outermost call only)."""
+    if getattr(_local, "retrying", False):
+        return fn(*args, **kwargs)
+    _local.retrying = True
+    try:
+        retries = config.lock_retries()
+        for attempt in range(retries + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if attempt >= retries or not is_transient(exc):
+                    raise
+                delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
+                _logger.info("Database busy (%s); retrying in %.2fs", type(exc).__name__, delay)
+                time.sleep(delay)
+    finally:
+        _local.retrying = False
+
+
+def retrying(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return retrying_call(fn, *args, **kwargs)
+
+    wrapper.__mlflow_team_retrying__ = True  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+_RETRIED_PRIVATE = frozenset(
+    {"_hard_delete_run", "_hard_delete_experiment", "_hard_delete_logged_model"}
+)
+
+
+def retry_public_methods(cls: type) -> type:
+    """Wrap every public store method (and gc's hard deletes) of ``cls`` in :func:`retrying`."""
+    import inspect
+
+    for name in dir(cls):
+        if name.startswith("__") or (name.startswith("_") and name not in _RETRIED_PRIVATE):
+            continue
+        attr = inspect.getattr_static(cls, name)
+        if inspect.isfunction(attr) and not getattr(attr, "__mlflow_team_retrying__", False):
+            setattr(cls, name, retrying(attr))
+    return cls

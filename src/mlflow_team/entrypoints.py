@@ -1,0 +1,22 @@
+"""Targets of this package's MLflow entry points.
+
+MLflow loads them while ``import mlflow`` is still running, so this module imports nothing from
+MLflow (or from the heavy parts of mlflow_team) until a store is actually built. Builders take
+``**kwargs``: MLflow passes more keywords as it grows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def tracking_store(store_uri: str, artifact_uri: str | None = None, **kwargs: Any):
+    from mlflow_team.tracking_store import build
+
+    return build(store_uri, artifact_uri, **kwargs)
+
+
+def registry_store(store_uri: str, **kwargs: Any):
+    from mlflow_team.registry_store import build
+
+    return build(store_uri, **kwargs)

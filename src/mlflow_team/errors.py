@@ -1,0 +1,171 @@
+"""Exception types and the message templates users meet.
+
+Every rejection says what was rejected (with the value), the rule in one clause, how to fix it
+with an example, and the rule id. The store raises subclasses of ``MlflowException`` because that
+is the only error type ``mlflow server`` turns into a readable REST error.
+"""
+
+from __future__ import annotations
+
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    PERMISSION_DENIED,
+)
+
+# --- policy rules ----------------------------------------------------------------------------
+
+EXPERIMENT_NAME_REJECTED = (
+    "Experiment name {value} was rejected: experiment names must match {pattern!r}. "
+    "Use a name like {example!r}, for example mlflow.set_experiment({example!r}). "
+    "[rule: experiment-name]"
+)
+REGISTERED_MODEL_NAME_REJECTED = (
+    "Registered model name {value} was rejected: registered model names must match {pattern!r}. "
+    "Use a name like {example!r}, for example mlflow.register_model(model_uri, {example!r}). "
+    "[rule: registered-model-name]"
+)
+REQUIRED_TAGS_MISSING = (
+    "Run in experiment {experiment_id!r} was rejected: runs must carry the tag(s) {missing}. "
+    "Set them when starting the run, for example mlflow.start_run(tags={example}), or give "
+    "them a default under [required-tags.defaults] in the policy file. [rule: required-tags]"
+)
+REQUIRED_TAG_DELETE = (
+    "Deleting tag {key!r} from run {run_id!r} was rejected: runs must carry the tag(s) "
+    "{required}. Change its value instead, for example "
+    "mlflow.set_tag({key!r}, 'new-value'). [rule: required-tags]"
+)
+RESERVED_TAG_REJECTED = (
+    "Tag {key!r} (value {value}) was rejected: the tags {reserved} are stamped by the "
+    "mlflow-team store and cannot be set, changed or deleted by clients. Use a key of your own, "
+    "for example mlflow.set_tag('note', ...). [rule: reserved-tags]"
+)
+VALUE_TOO_LONG = (
+    "{kind} {key!r} value {value} ({length} characters) was rejected: {kind_lower} values are "
+    "limited to {limit} characters and stock MLflow would silently truncate it. Log the full "
+    "text as an artifact instead, for example mlflow.log_text(value, '{artifact}'). "
+    "[rule: lossless-values]"
+)
+METRIC_NOT_FINITE = (
+    "Metric {key!r} value {value!r} was rejected: metric values must be finite floats (stock "
+    "MLflow would store it as {stored!r}). Clip or skip it, for example "
+    "mlflow.log_metric({key!r}, min(value, 1e308)). [rule: lossless-values]"
+)
+METRIC_NOT_INTEGRAL = (
+    "Metric {key!r} {field} {value!r} was rejected: metric {field}s must be whole numbers (stock "
+    "MLflow would store {stored!r}). Pass an integer, for example {field}={example!r}. "
+    "[rule: lossless-values]"
+)
+RUN_DELETE_PROTECTED = (
+    "Run {run_id!r} cannot be deleted: it backs the registered model version(s) {versions}. "
+    "Delete those versions first, for example "
+    "MlflowClient().delete_model_version({name!r}, {version!r}). [rule: protected-deletions]"
+)
+EXPERIMENT_DELETE_PROTECTED = (
+    "Experiment {experiment_id!r} cannot be deleted: its runs or models back the registered "
+    "model version(s) {versions}. Delete those versions first, for example "
+    "MlflowClient().delete_model_version({name!r}, {version!r}). [rule: protected-deletions]"
+)
+LOGGED_MODEL_DELETE_PROTECTED = (
+    "Logged model {model_id!r} cannot be deleted: it backs the registered model version(s) "
+    "{versions}. Delete those versions first, for example "
+    "MlflowClient().delete_model_version({name!r}, {version!r}). [rule: protected-deletions]"
+)
+MODEL_VERSION_DELETE_PROTECTED = (
+    "Version {version!r} of registered model {name!r} cannot be deleted: it holds the "
+    "alias(es) {aliases}. Remove them first, for example "
+    "MlflowClient().delete_registered_model_alias({name!r}, {alias!r}). "
+    "[rule: protected-deletions]"
+)
+REGISTERED_MODEL_DELETE_PROTECTED = (
+    "Registered model {name!r} cannot be deleted: its versions hold the alias(es) {aliases}. "
+    "Remove them first, for example "
+    "MlflowClient().delete_registered_model_alias({name!r}, {alias!r}). "
+    "[rule: protected-deletions]"
+)
+VERSION_FROM_DELETED_RUN = (
+    "A version of registered model {name!r} from run {run_id!r} was rejected: that run is "
+    "deleted, and a registered version must not depend on a deleted run. Restore it first, for "
+    "example MlflowClient().restore_run({run_id!r}). [rule: protected-deletions]"
+)
+
+# --- configuration and set-up ---------------------------------------------------------------
+
+POLICY_FILE_INVALID = "Policy file {path}: {problem}"
+POLICY_UNKNOWN_RULE = (
+    "unknown rule [{key}]. Known rules: {known}. Check the spelling, for example [experiment-name]."
+)
+POLICY_UNKNOWN_KEY = (
+    "unknown key {key!r} in [{rule}]. Known keys: {known}. For example: {example}"
+)
+POLICY_WRONG_TYPE = "[{rule}] {key} = {value!r} must be {expected}. For example: {example}"
+POLICY_BAD_PATTERN = (
+    "[{rule}] pattern = {value!r} is not a valid regular expression ({reason}). "
+    "For example: pattern = '^[a-z0-9-]+/[a-z0-9-]+$'"
+)
+POLICY_EXAMPLE_MISMATCH = (
+    "[{rule}] example = {value!r} does not match its own pattern {pattern!r}. "
+    "Give an example name that the pattern accepts."
+)
+POLICY_NOT_TOML = "is not valid TOML ({reason}). Fix the syntax; `mlflow-team policy check FILE` checks it."
+POLICY_ENV_MISSING = (
+    "MLFLOW_TEAM_POLICY={value!r} names a file that does not exist. Point it at a policy file, "
+    "for example MLFLOW_TEAM_POLICY=./mlflow-team.toml, or unset it to use the defaults."
+)
+
+UNSUPPORTED_SCHEME = (
+    "Tracking URI {uri!r} was rejected: mlflow-team supports {supported}. Use one of them, for "
+    "example 'team+sqlite:///mlflow.db'."
+)
+SCHEMA_OUT_OF_DATE = (
+    "The database behind {uri!r} has an out-of-date MLflow schema (found revision {found}, "
+    "expected {expected}). Take a backup, then run: mlflow-team db upgrade {uri}"
+)
+
+
+def preview(value: object, limit: int = 80) -> str:
+    """``repr`` of a value, shortened so a message never carries a whole blob."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 4] + "...'"
+
+
+class PolicyViolation(MlflowException):
+    """A request the team policy rejects. ``rule`` is the stable rule id."""
+
+    def __init__(self, message: str, rule: str, error_code: int = INVALID_PARAMETER_VALUE):
+        super().__init__(message, error_code=error_code)
+        self.rule = rule
+
+
+class ProtectedResource(PolicyViolation):
+    """A deletion refused because something registered still depends on the target."""
+
+    def __init__(self, message: str):
+        super().__init__(message, rule="protected-deletions", error_code=PERMISSION_DENIED)
+
+
+class ReservedTag(PolicyViolation):
+    """A client write to a tag that only the store may stamp."""
+
+    def __init__(self, message: str):
+        super().__init__(message, rule="reserved-tags", error_code=PERMISSION_DENIED)
+
+
+class PolicyFileError(MlflowException):
+    """The policy file cannot be used; raised when the store is built, never per request."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(
+            POLICY_FILE_INVALID.format(path=path, problem=problem),
+            error_code=INVALID_PARAMETER_VALUE,
+        )
+        self.path = path
+
+
+class TeamStoreConfigError(MlflowException):
+    """A ``team+`` URI or database that the store cannot be built on."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)

@@ -1,0 +1,280 @@
+"""The team policy: a plain description of the rules and pure functions that apply them.
+
+Nothing here touches a database or MLflow's server: each check takes plain values and either
+returns (the request is allowed, possibly with defaults filled in) or raises a
+:class:`~mlflow_team.errors.PolicyViolation` whose message follows ``errors``' templates.
+Every rule is off unless the policy file turns it on.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+from mlflow_team import errors
+
+#: Tags the mlflow-team store stamps itself; with ``reserved-tags`` on, clients cannot touch them.
+STAMPED_TAGS = ("team.author", "team.author_verified")
+
+RULE_IDS = (
+    "experiment-name",
+    "registered-model-name",
+    "required-tags",
+    "protected-deletions",
+    "lossless-values",
+    "reserved-tags",
+)
+
+
+@dataclass(frozen=True)
+class NameRule:
+    pattern: re.Pattern[str]
+    example: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the team enforces. ``Policy()`` rejects nothing."""
+
+    experiment_name: NameRule | None = None
+    registered_model_name: NameRule | None = None
+    required_tags: tuple[str, ...] = ()
+    tag_defaults: Mapping[str, str] = field(default_factory=dict)
+    protected_deletions: bool = False
+    lossless_values: bool = False
+    reserved_tags: tuple[str, ...] = ()
+    source: str = "built-in defaults (no rule on)"
+
+    def enabled_rules(self) -> list[str]:
+        on = {
+            "experiment-name": self.experiment_name is not None,
+            "registered-model-name": self.registered_model_name is not None,
+            "required-tags": bool(self.required_tags),
+            "protected-deletions": self.protected_deletions,
+            "lossless-values": self.lossless_values,
+            "reserved-tags": bool(self.reserved_tags),
+        }
+        return [rule for rule in RULE_IDS if on[rule]]
+
+
+# --- names -----------------------------------------------------------------------------------
+
+
+def check_experiment_name(policy: Policy, name: str) -> None:
+    rule = policy.experiment_name
+    if rule is not None and not rule.pattern.fullmatch(name or ""):
+        raise errors.PolicyViolation(
+            errors.EXPERIMENT_NAME_REJECTED.format(
+                value=errors.preview(name), pattern=rule.pattern.pattern, example=rule.example
+            ),
+            rule="experiment-name",
+        )
+
+
+def check_registered_model_name(policy: Policy, name: str) -> None:
+    rule = policy.registered_model_name
+    if rule is not None and not rule.pattern.fullmatch(name or ""):
+        raise errors.PolicyViolation(
+            errors.REGISTERED_MODEL_NAME_REJECTED.format(
+                value=errors.preview(name), pattern=rule.pattern.pattern, example=rule.example
+            ),
+            rule="registered-model-name",
+        )
+
+
+# --- tags ------------------------------------------------------------------------------------
+
+
+def fill_required_tags(
+    policy: Policy, experiment_id: str, tags: Mapping[str, str]
+) -> dict[str, str]:
+    """The tags a new run must add: policy defaults for missing required tags.
+
+    Raises when a required tag is missing and has no default.
+    """
+    added: dict[str, str] = {}
+    missing: list[str] = []
+    for key in policy.required_tags:
+        if key in tags:
+            continue
+        if key in policy.tag_defaults:
+            added[key] = policy.tag_defaults[key]
+        else:
+            missing.append(key)
+    if missing:
+        example = {key: "..." for key in missing}
+        raise errors.PolicyViolation(
+            errors.REQUIRED_TAGS_MISSING.format(
+                experiment_id=str(experiment_id), missing=missing, example=example
+            ),
+            rule="required-tags",
+        )
+    return added
+
+
+def check_tag_delete(policy: Policy, run_id: str, key: str) -> None:
+    if key in policy.required_tags:
+        raise errors.PolicyViolation(
+            errors.REQUIRED_TAG_DELETE.format(
+                key=key, run_id=run_id, required=list(policy.required_tags)
+            ),
+            rule="required-tags",
+        )
+    check_client_tag_write(policy, key, None)
+
+
+def check_client_tag_write(policy: Policy, key: str, value: str | None) -> None:
+    """A client sets, changes or deletes ``key``: refuse it when the store owns that tag."""
+    if key in policy.reserved_tags:
+        raise errors.ReservedTag(
+            errors.RESERVED_TAG_REJECTED.format(
+                key=key, value=errors.preview(value), reserved=list(policy.reserved_tags)
+            )
+        )
+
+
+# --- lossless values -------------------------------------------------------------------------
+
+
+def _limits() -> tuple[int, int]:
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
+
+    return MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
+
+
+def _check_length(kind: str, key: str, value: str | None, limit: int) -> None:
+    if value is not None and len(value) > limit:
+        raise errors.PolicyViolation(
+            errors.VALUE_TOO_LONG.format(
+                kind=kind,
+                kind_lower=kind.lower(),
+                key=key,
+                value=errors.preview(value, 40),
+                length=len(value),
+                limit=limit,
+                artifact=f"{kind.lower()}s/{key}.txt",
+            ),
+            rule="lossless-values",
+        )
+
+
+def check_params(policy: Policy, params: Iterable[tuple[str, str]]) -> None:
+    if not policy.lossless_values:
+        return
+    param_limit, _ = _limits()
+    for key, value in params:
+        _check_length("Param", key, None if value is None else str(value), param_limit)
+
+
+def check_tags(policy: Policy, tags: Iterable[tuple[str, str]]) -> None:
+    """Run tags written by a client: reserved keys and, with lossless-values, their length."""
+    _, tag_limit = _limits()
+    for key, value in tags:
+        check_client_tag_write(policy, key, value)
+        if policy.lossless_values:
+            _check_length("Tag", key, None if value is None else str(value), tag_limit)
+
+
+def _stored_float(value: float) -> float:
+    # What MLflow's SQL store writes in place of +/-inf.
+    return math.copysign(1.7976931348623157e308, value)
+
+
+def check_metrics(policy: Policy, metrics: Sequence[tuple[str, float, int, int]]) -> None:
+    """``metrics`` are ``(key, value, timestamp, step)``; NaN round-trips, so it is allowed."""
+    if not policy.lossless_values:
+        return
+    for key, value, timestamp, step in metrics:
+        if isinstance(value, (int, float)) and math.isinf(value):
+            raise errors.PolicyViolation(
+                errors.METRIC_NOT_FINITE.format(key=key, value=value, stored=_stored_float(value)),
+                rule="lossless-values",
+            )
+        for field_name, number in (("step", step), ("timestamp", timestamp)):
+            if isinstance(number, float) and not number.is_integer():
+                raise errors.PolicyViolation(
+                    errors.METRIC_NOT_INTEGRAL.format(
+                        key=key,
+                        field=field_name,
+                        value=number,
+                        stored=int(number),
+                        example=round(number),
+                    ),
+                    rule="lossless-values",
+                )
+
+
+# --- deletions -------------------------------------------------------------------------------
+
+
+def _versions_text(versions: Sequence[tuple[str, str]]) -> str:
+    shown = ", ".join(f"{name!r} v{version}" for name, version in versions[:5])
+    more = len(versions) - 5
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def check_run_delete(policy: Policy, run_id: str, versions: Sequence[tuple[str, str]]) -> None:
+    """``versions`` are the live ``(model name, version)`` pairs built from the run."""
+    if policy.protected_deletions and versions:
+        name, version = versions[0]
+        raise errors.ProtectedResource(
+            errors.RUN_DELETE_PROTECTED.format(
+                run_id=run_id, versions=_versions_text(versions), name=name, version=version
+            )
+        )
+
+
+def check_experiment_delete(
+    policy: Policy, experiment_id: str, versions: Sequence[tuple[str, str]]
+) -> None:
+    if policy.protected_deletions and versions:
+        name, version = versions[0]
+        raise errors.ProtectedResource(
+            errors.EXPERIMENT_DELETE_PROTECTED.format(
+                experiment_id=str(experiment_id),
+                versions=_versions_text(versions),
+                name=name,
+                version=version,
+            )
+        )
+
+
+def check_logged_model_delete(
+    policy: Policy, model_id: str, versions: Sequence[tuple[str, str]]
+) -> None:
+    if policy.protected_deletions and versions:
+        name, version = versions[0]
+        raise errors.ProtectedResource(
+            errors.LOGGED_MODEL_DELETE_PROTECTED.format(
+                model_id=model_id, versions=_versions_text(versions), name=name, version=version
+            )
+        )
+
+
+def check_model_version_delete(
+    policy: Policy, name: str, version: str, aliases: Sequence[str]
+) -> None:
+    if policy.protected_deletions and aliases:
+        raise errors.ProtectedResource(
+            errors.MODEL_VERSION_DELETE_PROTECTED.format(
+                name=name, version=str(version), aliases=list(aliases), alias=aliases[0]
+            )
+        )
+
+
+def check_registered_model_delete(policy: Policy, name: str, aliases: Sequence[str]) -> None:
+    if policy.protected_deletions and aliases:
+        raise errors.ProtectedResource(
+            errors.REGISTERED_MODEL_DELETE_PROTECTED.format(
+                name=name, aliases=list(aliases), alias=aliases[0]
+            )
+        )
+
+
+def check_version_source_run(policy: Policy, name: str, run_id: str, run_deleted: bool) -> None:
+    if policy.protected_deletions and run_deleted:
+        raise errors.ProtectedResource(
+            errors.VERSION_FROM_DELETED_RUN.format(name=name, run_id=run_id)
+        )

@@ -1,0 +1,94 @@
+"""The model-registry store for ``team+<SQLAlchemy URL>``: same shape as the tracking store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+from mlflow.store.model_registry.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
+
+from mlflow_team import config, db, links, policy, uri
+from mlflow_team.policy import Policy
+
+
+class TeamRegistryStoreMixin:
+    """Policy and hardening on top of a SQLAlchemy model-registry store class."""
+
+    policy: Policy
+    team_uri: str
+
+    def __init__(
+        self,
+        store_uri: str,
+        read_db_uri: str | None = None,
+        *,
+        team_policy: Policy | None = None,
+        **kwargs: Any,
+    ):
+        self.team_uri = uri.team_uri(store_uri)
+        url = uri.db_url(self.team_uri)
+        self.policy = team_policy if team_policy is not None else config.load_policy()
+        db.ensure_schema(url, self.team_uri)
+        super().__init__(url, read_db_uri=read_db_uri)  # type: ignore[call-arg]
+        self.ManagedSessionMaker = db.ManagedSessions(self.engine, self.read_engine)
+
+    @classmethod
+    def _get_or_create_engine(cls, db_uri: str):
+        return db.get_engine(db_uri)
+
+    def create_registered_model(self, name, *args, **kwargs):
+        policy.check_registered_model_name(self.policy, name)
+        return super().create_registered_model(name, *args, **kwargs)
+
+    def rename_registered_model(self, name, new_name):
+        policy.check_registered_model_name(self.policy, new_name)
+        return super().rename_registered_model(name, new_name)
+
+    def delete_registered_model(self, name):
+        if not self.policy.protected_deletions:
+            return super().delete_registered_model(name)
+        with self.ManagedSessionMaker.atomic():
+            with self.ManagedSessionMaker() as session:
+                aliases = links.aliases_of_model(session, name)
+            policy.check_registered_model_delete(self.policy, name, aliases)
+            return super().delete_registered_model(name)
+
+    def delete_model_version(self, name, version):
+        if not self.policy.protected_deletions:
+            return super().delete_model_version(name, version)
+        with self.ManagedSessionMaker.atomic():
+            with self.ManagedSessionMaker() as session:
+                aliases = links.aliases_of_version(session, name, version)
+            policy.check_model_version_delete(self.policy, name, version, aliases)
+            return super().delete_model_version(name, version)
+
+    def create_model_version(self, name, source, run_id=None, *args, **kwargs):
+        if run_id and self.policy.protected_deletions:
+            with self.ManagedSessionMaker() as session:
+                deleted = links.run_is_deleted(session, run_id)
+            policy.check_version_source_run(self.policy, name, run_id, deleted)
+        return super().create_model_version(name, source, run_id, *args, **kwargs)
+
+
+@db.retry_public_methods
+class TeamModelRegistrySqlAlchemyStore(TeamRegistryStoreMixin, SqlAlchemyStore):
+    """MLflow's registry ``SqlAlchemyStore`` with the team policy and hardening."""
+
+
+@db.retry_public_methods
+class TeamWorkspaceAwareModelRegistrySqlAlchemyStore(
+    TeamRegistryStoreMixin, WorkspaceAwareSqlAlchemyStore
+):
+    """The same, over MLflow's workspace-aware registry store."""
+
+
+def build(store_uri: str, **kwargs: Any):
+    """Builder MLflow calls for every ``team+`` registry URI."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
+
+    cls = (
+        TeamWorkspaceAwareModelRegistrySqlAlchemyStore
+        if MLFLOW_ENABLE_WORKSPACES.get()
+        else TeamModelRegistrySqlAlchemyStore
+    )
+    return cls(store_uri, read_db_uri=uri.read_replica_url())

@@ -1,0 +1,189 @@
+"""The tracking store for ``team+<SQLAlchemy URL>``: MLflow's own SQLAlchemy store, plus policy.
+
+Each override translates the call into plain values, asks :mod:`mlflow_team.policy`, and hands the
+call to MLflow unchanged. The rules live in the policy; the concurrency work lives in
+:mod:`mlflow_team.db`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from mlflow.entities import RunTag
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
+
+from mlflow_team import config, db, links, policy, uri
+from mlflow_team.policy import Policy
+
+
+class TeamTrackingStoreMixin:
+    """Policy and hardening on top of a SQLAlchemy tracking store class."""
+
+    policy: Policy
+    team_uri: str
+
+    def __init__(
+        self,
+        store_uri: str,
+        default_artifact_root: str | None = None,
+        read_db_uri: str | None = None,
+        *,
+        team_policy: Policy | None = None,
+        **kwargs: Any,
+    ):
+        self.team_uri = uri.team_uri(store_uri)
+        url = uri.db_url(self.team_uri)
+        self.policy = team_policy if team_policy is not None else config.load_policy()
+        db.ensure_schema(url, self.team_uri)
+        super().__init__(  # type: ignore[call-arg]
+            url,
+            default_artifact_root or uri.default_artifact_root(url),
+            read_db_uri=read_db_uri,
+        )
+        self.ManagedSessionMaker = db.ManagedSessions(self.engine, self.read_engine)
+
+    @classmethod
+    def _get_or_create_engine(cls, db_uri: str):
+        return db.get_engine(db_uri)
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _guarded_delete(
+        self,
+        find: Callable[..., links.Versions],
+        check: Callable[[Policy, str, links.Versions], None],
+        target: str,
+        delete: Callable[[str], Any],
+    ) -> Any:
+        if not self.policy.protected_deletions:
+            return delete(target)
+        with self.ManagedSessionMaker.atomic():
+            with self.ManagedSessionMaker() as session:
+                check(self.policy, target, find(session, target))
+            return delete(target)
+
+    @staticmethod
+    def _pairs(entities: Sequence[Any] | None) -> list[tuple[str, Any]]:
+        return [(entity.key, entity.value) for entity in entities or ()]
+
+    # --- experiments -------------------------------------------------------------------------
+
+    def create_experiment(self, name, artifact_location=None, tags=None):
+        policy.check_experiment_name(self.policy, name)
+        return super().create_experiment(name, artifact_location, tags)
+
+    def rename_experiment(self, experiment_id, new_name):
+        policy.check_experiment_name(self.policy, new_name)
+        return super().rename_experiment(experiment_id, new_name)
+
+    def delete_experiment(self, experiment_id):
+        return self._guarded_delete(
+            links.versions_of_experiment,
+            policy.check_experiment_delete,
+            experiment_id,
+            super().delete_experiment,
+        )
+
+    def _hard_delete_experiment(self, experiment_id):
+        return self._guarded_delete(
+            links.versions_of_experiment,
+            policy.check_experiment_delete,
+            experiment_id,
+            super()._hard_delete_experiment,
+        )
+
+    # --- runs --------------------------------------------------------------------------------
+
+    def create_run(self, experiment_id, user_id, start_time, tags, run_name):
+        tags = list(tags or [])
+        policy.check_tags(self.policy, self._pairs(tags))
+        present = {tag.key: tag.value for tag in tags}
+        added = policy.fill_required_tags(self.policy, experiment_id, present)
+        tags.extend(RunTag(key, value) for key, value in added.items())
+        return super().create_run(experiment_id, user_id, start_time, tags, run_name)
+
+    def delete_run(self, run_id):
+        return self._guarded_delete(
+            links.versions_of_run, policy.check_run_delete, run_id, super().delete_run
+        )
+
+    def _hard_delete_run(self, run_id):
+        return self._guarded_delete(
+            links.versions_of_run, policy.check_run_delete, run_id, super()._hard_delete_run
+        )
+
+    def _get_deleted_runs(self, older_than=0):
+        # `mlflow gc` asks for this list before deleting any artifact: refusing here is the only
+        # point at which a registered model's files are still intact.
+        run_ids = super()._get_deleted_runs(older_than=older_than)
+        if self.policy.protected_deletions and run_ids:
+            with self.ManagedSessionMaker() as session:
+                found = links.protected_deleted_runs(session, run_ids)
+            for run_id, versions in found:
+                policy.check_run_delete(self.policy, run_id, versions)
+        return run_ids
+
+    # --- logged models -----------------------------------------------------------------------
+
+    def delete_logged_model(self, model_id):
+        return self._guarded_delete(
+            links.versions_of_logged_model,
+            policy.check_logged_model_delete,
+            model_id,
+            super().delete_logged_model,
+        )
+
+    def _hard_delete_logged_model(self, model_id):
+        return self._guarded_delete(
+            links.versions_of_logged_model,
+            policy.check_logged_model_delete,
+            model_id,
+            super()._hard_delete_logged_model,
+        )
+
+    # --- values ------------------------------------------------------------------------------
+
+    def set_tag(self, run_id, tag):
+        policy.check_tags(self.policy, [(tag.key, tag.value)])
+        return super().set_tag(run_id, tag)
+
+    def delete_tag(self, run_id, key):
+        policy.check_tag_delete(self.policy, run_id, key)
+        return super().delete_tag(run_id, key)
+
+    def log_param(self, run_id, param):
+        policy.check_params(self.policy, [(param.key, param.value)])
+        return super().log_param(run_id, param)
+
+    def log_metric(self, run_id, metric):
+        policy.check_metrics(self.policy, [(metric.key, metric.value, metric.timestamp, metric.step)])
+        return super().log_metric(run_id, metric)
+
+    def log_batch(self, run_id, metrics, params, tags):
+        policy.check_params(self.policy, self._pairs(params))
+        policy.check_tags(self.policy, self._pairs(tags))
+        policy.check_metrics(
+            self.policy, [(m.key, m.value, m.timestamp, m.step) for m in metrics or ()]
+        )
+        # Stock commits params, metrics and tags separately; one transaction makes it all-or-none.
+        with self.ManagedSessionMaker.atomic():
+            return super().log_batch(run_id, metrics, params, tags)
+
+
+@db.retry_public_methods
+class TeamSqlAlchemyStore(TeamTrackingStoreMixin, SqlAlchemyStore):
+    """MLflow's ``SqlAlchemyStore`` with the team policy and concurrent-writer hardening."""
+
+
+@db.retry_public_methods
+class TeamWorkspaceAwareSqlAlchemyStore(TeamTrackingStoreMixin, WorkspaceAwareSqlAlchemyStore):
+    """The same, over MLflow's workspace-aware store (``mlflow server --enable-workspaces``)."""
+
+
+def build(store_uri: str, artifact_uri: str | None = None, **kwargs: Any):
+    """Builder MLflow calls for every ``team+`` tracking URI."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
+
+    cls = TeamWorkspaceAwareSqlAlchemyStore if MLFLOW_ENABLE_WORKSPACES.get() else TeamSqlAlchemyStore
+    return cls(store_uri, artifact_uri, read_db_uri=uri.read_replica_url())
