@@ -16,7 +16,7 @@ SUPPORTED_SCHEMES = (
     "postgresql",
     "postgresql+psycopg2",
     "postgresql+psycopg",
-    "mysql",
+    # Bare `mysql://` means the mysqlclient driver, which the suite does not run; PyMySQL it does.
     "mysql+pymysql",
 )
 TEAM_SCHEMES = tuple(PREFIX + scheme for scheme in SUPPORTED_SCHEMES)

@@ -1,0 +1,189 @@
+"""``mlflow-team``: check the set-up, migrate the database, check a policy file."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+
+from mlflow_team import errors
+
+
+@click.group()
+@click.version_option(package_name="mlflow-team")
+def cli() -> None:
+    """Team conventions for MLflow: the tools around the mlflow-team plugins."""
+
+
+# --- doctor ----------------------------------------------------------------------------------
+
+
+def _plugin_registries() -> dict[str, object]:
+    """MLflow's own registry for each entry-point group a plugin package can fill."""
+    from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
+    from mlflow.tracking._model_registry.utils import _get_store_registry
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    from mlflow.tracking.context.registry import _run_context_provider_registry
+    from mlflow.tracking.request_header.registry import _request_header_provider_registry
+
+    return {
+        "mlflow.tracking_store": _tracking_store_registry,
+        "mlflow.model_registry_store": _get_store_registry(),
+        "mlflow.artifact_repository": _artifact_repository_registry,
+        "mlflow.request_header_provider": _request_header_provider_registry,
+        "mlflow.run_context_provider": _run_context_provider_registry,
+    }
+
+
+def _registered(registry: object, name: str, target: object) -> bool:
+    entries = getattr(registry, "_registry", None)
+    if isinstance(entries, dict):  # stores and artifact repositories: scheme -> builder
+        return entries.get(name) is target
+    # providers: a list of instances of the registered classes
+    return any(type(provider) is target for provider in entries or ())
+
+
+def plugin_status() -> list[tuple[str, str, bool, str]]:
+    """(group, name, loaded, detail) for every MLflow entry point of the installed package."""
+    from importlib.metadata import distribution
+
+    import mlflow  # noqa: F401  - importing MLflow is what registers the entry points
+
+    registries = _plugin_registries()
+    rows = []
+    for entry_point in sorted(
+        distribution("mlflow-team").entry_points, key=lambda e: (e.group, e.name)
+    ):
+        if not entry_point.group.startswith("mlflow."):
+            continue
+        registry = registries.get(entry_point.group)
+        if registry is None:
+            rows.append((entry_point.group, entry_point.name, False, "no MLflow registry known"))
+            continue
+        loaded = _registered(registry, entry_point.name, entry_point.load())
+        detail = entry_point.value if loaded else "MLflow did not register it (see warnings above)"
+        rows.append((entry_point.group, entry_point.name, loaded, detail))
+    return rows
+
+
+@cli.command()
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    default=None,
+    help="Store to check (default: $MLFLOW_TRACKING_URI).",
+)
+def doctor(tracking_uri: str | None) -> None:
+    """Show which plugins MLflow loaded, the policy in force, and whether the store answers."""
+    healthy = True
+    click.echo("Plugins (as loaded by MLflow's own registries):")
+    for group, name, loaded, detail in plugin_status():
+        healthy &= loaded
+        click.echo(f"  [{'ok' if loaded else 'MISSING'}] {group}: {name} -> {detail}")
+
+    click.echo("Policy:")
+    from mlflow_team import config
+
+    try:
+        policy = config.load_policy()
+    except errors.PolicyFileError as exc:
+        healthy = False
+        click.echo(f"  [ERROR] {exc.message}")
+    else:
+        rules = policy.enabled_rules()
+        click.echo(f"  from: {policy.source}")
+        click.echo(f"  rules on: {', '.join(rules) if rules else 'none (nothing is rejected)'}")
+
+    click.echo("Store:")
+    if not tracking_uri:
+        click.echo("  no tracking URI given (--tracking-uri or MLFLOW_TRACKING_URI): not checked")
+    else:
+        healthy &= _check_store(tracking_uri)
+    if not healthy:
+        sys.exit(1)
+
+
+def _check_store(tracking_uri: str) -> bool:
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    from mlflow_team import uri
+
+    if tracking_uri.startswith(uri.PREFIX) and tracking_uri.split(":", 1)[0] not in uri.TEAM_SCHEMES:
+        click.echo(f"  [ERROR] {errors.UNSUPPORTED_SCHEME.format(uri=tracking_uri, supported=', '.join(uri.TEAM_SCHEMES))}")
+        return False
+    started = time.perf_counter()
+    try:
+        store = _get_store(tracking_uri)
+        store.search_experiments(max_results=1)
+    except Exception as exc:
+        message = getattr(exc, "message", None) or str(exc)
+        click.echo(f"  [ERROR] {tracking_uri}: {type(exc).__name__}: {message}")
+        return False
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    click.echo(f"  [ok] {tracking_uri} answers ({type(store).__name__}, {elapsed_ms:.0f} ms)")
+    return True
+
+
+# --- db --------------------------------------------------------------------------------------
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Database commands (`mlflow db` cannot parse team+ URLs)."""
+
+
+@db_group.command("upgrade")
+@click.argument("url")
+def db_upgrade(url: str) -> None:
+    """Migrate the database behind URL (team+... or a plain SQLAlchemy URL) to MLflow's schema."""
+    from mlflow_team import db, uri
+
+    real = uri.db_url(url) if url.startswith(uri.PREFIX) else url
+    try:
+        before, after = db.upgrade(real)
+    except errors.TeamStoreConfigError as exc:
+        raise click.ClickException(exc.message) from None
+    if before == after:
+        click.echo(f"{url}: already at schema revision {after}.")
+    else:
+        click.echo(f"{url}: migrated from schema revision {before} to {after}.")
+
+
+# --- policy ----------------------------------------------------------------------------------
+
+
+@cli.group("policy")
+def policy_group() -> None:
+    """Policy file commands."""
+
+
+@policy_group.command("check")
+@click.argument("path", type=click.Path(dir_okay=False))
+def policy_check(path: str) -> None:
+    """Validate a policy file and show the rules it turns on."""
+    from mlflow_team import config
+
+    try:
+        policy = config.load_policy_file(path)
+    except errors.PolicyFileError as exc:
+        raise click.ClickException(exc.message) from None
+    rules = policy.enabled_rules()
+    click.echo(f"{path}: valid. Rules on: {', '.join(rules) if rules else 'none'}.")
+    if policy.experiment_name:
+        click.echo(f"  experiment-name: {policy.experiment_name.pattern.pattern!r}")
+    if policy.registered_model_name:
+        click.echo(f"  registered-model-name: {policy.registered_model_name.pattern.pattern!r}")
+    if policy.required_tags:
+        click.echo(f"  required-tags: {list(policy.required_tags)} defaults {policy.tag_defaults}")
+    if policy.reserved_tags:
+        click.echo(f"  reserved-tags: {list(policy.reserved_tags)}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    cli(prog_name=os.path.basename(sys.argv[0]) or "mlflow-team")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

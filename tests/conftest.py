@@ -1,0 +1,157 @@
+"""Shared fixtures: policies, and a fresh database on each server the machine offers.
+
+PostgreSQL (127.0.0.1:5432, trust) and MariaDB (127.0.0.1:3306, root, no password) are used when
+they answer; without them those tests skip, except under CI=true, where a missing database is a
+failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from mlflow_team.config import parse_policy
+
+EVERY_RULE = {
+    "experiment-name": {"pattern": r"^[a-z0-9-]+/[a-z0-9-]+$", "example": "vision/resnet-ablation"},
+    "registered-model-name": {"pattern": r"^[a-z0-9-]+\.[a-z0-9-]+$", "example": "vision.resnet"},
+    "required-tags": {"tags": ["team.project"], "defaults": {"team.name": "vision"}},
+    "protected-deletions": {},
+    "lossless-values": {},
+    "reserved-tags": {},
+}
+
+EVERY_RULE_TOML = """\
+[experiment-name]
+pattern = '^[a-z0-9-]+/[a-z0-9-]+$'
+example = "vision/resnet-ablation"
+
+[registered-model-name]
+pattern = '^[a-z0-9-]+\\.[a-z0-9-]+$'
+example = "vision.resnet"
+
+[required-tags]
+tags = ["team.project"]
+defaults = { "team.name" = "vision" }
+
+[protected-deletions]
+[lossless-values]
+[reserved-tags]
+"""
+
+PG_ADMIN = dict(host="127.0.0.1", port=5432, user="root", dbname="test")
+MYSQL_ADMIN = dict(host="127.0.0.1", port=3306, user="root", password="")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def unavailable(reason: str):
+    if in_ci():
+        pytest.fail(f"{reason}; under CI=true a missing database is a failure, not a skip")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def every_rule():
+    return parse_policy(EVERY_RULE, source="tests: every rule on")
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path, monkeypatch) -> Path:
+    """A policy file with every rule on, in force through MLFLOW_TEAM_POLICY."""
+    path = tmp_path / "mlflow-team.toml"
+    path.write_text(EVERY_RULE_TOML)
+    monkeypatch.setenv("MLFLOW_TEAM_POLICY", str(path))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_policy_leaks(monkeypatch, tmp_path):
+    """Each test starts with no policy and a clean working directory."""
+    monkeypatch.delenv("MLFLOW_TEAM_POLICY", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def _postgres_database():
+    try:
+        import psycopg2
+    except ImportError:
+        unavailable("psycopg2 is not installed")
+    try:
+        admin = psycopg2.connect(connect_timeout=3, **PG_ADMIN)
+    except Exception as exc:
+        unavailable(f"PostgreSQL at 127.0.0.1:5432 does not answer ({exc})")
+    admin.autocommit = True
+    name = f"mlflow_team_{uuid.uuid4().hex[:10]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    return admin, name
+
+
+def _mysql_database():
+    try:
+        import pymysql
+    except ImportError:
+        unavailable("pymysql is not installed")
+    try:
+        admin = pymysql.connect(connect_timeout=3, autocommit=True, **MYSQL_ADMIN)
+    except Exception as exc:
+        unavailable(f"MariaDB/MySQL at 127.0.0.1:3306 does not answer ({exc})")
+    name = f"mlflow_team_{uuid.uuid4().hex[:10]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    return admin, name
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    admin, name = _postgres_database()
+    yield f"postgresql://{PG_ADMIN['user']}@127.0.0.1:5432/{name}"
+    _dispose_engines()
+    with admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def mysql_url():
+    admin, name = _mysql_database()
+    yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
+    _dispose_engines()
+    with admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory):
+    return f"sqlite:///{tmp_path_factory.mktemp('sqlite')}/mlflow.db"
+
+
+def _dispose_engines():
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    from mlflow_team import db
+
+    for engine in [*db._engines.values(), *SqlAlchemyStore._engine_map.values()]:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def db_url(request):
+    """The plain SQLAlchemy URL of a shared test database on each backend."""
+    marks = {"postgresql": "postgres", "mysql": "mysql"}
+    if request.param in marks:
+        request.applymarker(getattr(pytest.mark, marks[request.param]))
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+def unique(prefix: str) -> str:
+    """A name no other test uses, valid under every rule's pattern."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,104 @@
+"""Policy files: where they come from and every way they can be wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlflow_team import config, errors
+from tests.conftest import EVERY_RULE_TOML
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    return path
+
+
+def test_without_a_file_the_defaults_reject_nothing():
+    policy = config.load_policy()
+    assert policy.enabled_rules() == []
+    assert policy.source.startswith("built-in defaults")
+
+
+def test_file_in_the_working_directory_is_used(tmp_path):
+    (tmp_path / "mlflow-team.toml").write_text("[lossless-values]\n")
+    policy = config.load_policy()
+    assert policy.enabled_rules() == ["lossless-values"]
+    assert policy.source == str(tmp_path / "mlflow-team.toml")
+
+
+def test_env_var_wins_over_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "mlflow-team.toml").write_text("[lossless-values]\n")
+    other = tmp_path / "other.toml"
+    other.write_text("[protected-deletions]\n")
+    monkeypatch.setenv("MLFLOW_TEAM_POLICY", str(other))
+    assert config.load_policy().enabled_rules() == ["protected-deletions"]
+
+
+def test_env_var_naming_a_missing_file_fails(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TEAM_POLICY", str(tmp_path / "nope.toml"))
+    with pytest.raises(errors.PolicyFileError, match=r"MLFLOW_TEAM_POLICY='.*nope.toml' names a file that does not exist"):
+        config.load_policy()
+
+
+def test_every_rule_file_parses(tmp_path):
+    policy = config.load_policy_file(write(tmp_path, EVERY_RULE_TOML))
+    assert policy.required_tags == ("team.project", "team.name")
+    assert policy.tag_defaults == {"team.name": "vision"}
+    assert policy.reserved_tags == ("team.author", "team.author_verified")
+
+
+def test_enabled_false_switches_a_rule_off(tmp_path):
+    policy = config.load_policy_file(write(tmp_path, "[lossless-values]\nenabled = false\n"))
+    assert policy.enabled_rules() == []
+
+
+def test_reserved_tags_take_extra_keys(tmp_path):
+    policy = config.load_policy_file(write(tmp_path, '[reserved-tags]\nextra = ["team.cost-center"]\n'))
+    assert "team.cost-center" in policy.reserved_tags
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[experiment-name\n", r"is not valid TOML"),
+        ("[experiment_name]\n", r"unknown rule \[experiment_name\]\. Known rules: experiment-name"),
+        ("[lossless-values]\nstrict = true\n", r"unknown key 'strict' in \[lossless-values\]"),
+        ("[lossless-values]\nenabled = 'yes'\n", r"\[lossless-values\] enabled = 'yes' must be true or false"),
+        ("lossless-values = true\n", r"lossless-values = True must be a table"),
+        (
+            "[experiment-name]\npattern = '^[a-z'\nexample = 'a'\n",
+            r"\[experiment-name\] pattern = '\^\[a-z' is not a valid regular expression",
+        ),
+        ("[experiment-name]\npattern = '^a$'\n", r"\[experiment-name\] needs 'example'"),
+        (
+            "[experiment-name]\npattern = '^[a-z]+/[a-z]+$'\nexample = 'Nope'\n",
+            r"example = 'Nope' does not match its own pattern",
+        ),
+        ("[required-tags]\ntags = 'team.name'\n", r"\[required-tags\] tags = 'team.name' must be a list of tag keys"),
+        ("[required-tags]\ndefaults = { a = 1 }\n", r"\[required-tags\] defaults = \{'a': 1\} must be a table"),
+        (
+            "[required-tags]\ntags = ['team.author']\n[reserved-tags]\n",
+            r"\[required-tags\] lists \['team.author'\], which \[reserved-tags\] forbids",
+        ),
+    ],
+)
+def test_invalid_policy_file_names_file_key_and_value(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(errors.PolicyFileError, match=expected) as info:
+        config.load_policy_file(path)
+    assert info.value.message.startswith(f"Policy file {path}: ")
+
+
+def test_missing_policy_file_is_reported(tmp_path):
+    with pytest.raises(errors.PolicyFileError, match=r"does not exist"):
+        config.load_policy_file(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("name", ["MLFLOW_TEAM_SQLITE_BUSY_TIMEOUT_MS", "MLFLOW_TEAM_LOCK_RETRIES"])
+def test_bad_numeric_settings_fail_naming_the_variable(monkeypatch, name):
+    monkeypatch.setenv(name, "soon")
+    with pytest.raises(errors.TeamStoreConfigError, match=rf"{name}='soon' was rejected: it must be a whole number"):
+        config.sqlite_busy_timeout_ms() if "BUSY" in name else config.lock_retries()

@@ -1,0 +1,176 @@
+"""The policy's rule functions, one rejection message each (every template in errors.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mlflow_team import errors, policy
+from mlflow_team.policy import Policy
+
+
+def test_default_policy_rejects_nothing():
+    none = Policy()
+    assert none.enabled_rules() == []
+    policy.check_experiment_name(none, "Anything Goes 1")
+    policy.check_registered_model_name(none, "whatever")
+    assert policy.fill_required_tags(none, "0", {}) == {}
+    policy.check_tags(none, [("team.author", "me"), ("x", "y" * 10_000)])
+    policy.check_params(none, [("p", "v" * 10_000)])
+    policy.check_metrics(none, [("m", math.inf, 0, 0.5)])
+    policy.check_run_delete(none, "r", [("m", "1")])
+    policy.check_model_version_delete(none, "m", "1", ["champion"])
+
+
+def test_every_rule_is_listed_when_on(every_rule):
+    assert every_rule.enabled_rules() == list(policy.RULE_IDS)
+
+
+def test_bad_experiment_name_names_value_pattern_example_and_rule(every_rule):
+    with pytest.raises(errors.PolicyViolation, match=r"Experiment name 'test1' was rejected") as info:
+        policy.check_experiment_name(every_rule, "test1")
+    message = info.value.message
+    assert "^[a-z0-9-]+/[a-z0-9-]+$" in message
+    assert "mlflow.set_experiment('vision/resnet-ablation')" in message
+    assert message.endswith("[rule: experiment-name]")
+    assert info.value.rule == "experiment-name"
+    assert info.value.get_http_status_code() == 400
+
+
+def test_good_experiment_name_passes(every_rule):
+    policy.check_experiment_name(every_rule, "vision/resnet-ablation")
+
+
+def test_bad_registered_model_name_is_rejected_with_example(every_rule):
+    with pytest.raises(
+        errors.PolicyViolation, match=r"Registered model name 'MyModel' was rejected.*'vision.resnet'"
+    ) as info:
+        policy.check_registered_model_name(every_rule, "MyModel")
+    assert info.value.message.endswith("[rule: registered-model-name]")
+
+
+def test_long_names_are_shortened_in_messages(every_rule):
+    with pytest.raises(errors.PolicyViolation, match=r"Experiment name 'xxxx.*\.\.\.' was rejected"):
+        policy.check_experiment_name(every_rule, "x" * 500)
+
+
+def test_required_tag_defaults_are_filled(every_rule):
+    added = policy.fill_required_tags(every_rule, "1", {"team.project": "resnet"})
+    assert added == {"team.name": "vision"}
+
+
+def test_client_value_of_a_defaulted_tag_wins(every_rule):
+    added = policy.fill_required_tags(every_rule, "1", {"team.project": "p", "team.name": "nlp"})
+    assert added == {}
+
+
+def test_missing_required_tag_without_default_is_rejected(every_rule):
+    with pytest.raises(
+        errors.PolicyViolation,
+        match=r"Run in experiment '7' was rejected: runs must carry the tag\(s\) \['team.project'\]",
+    ) as info:
+        policy.fill_required_tags(every_rule, "7", {})
+    assert "mlflow.start_run(tags={'team.project': '...'})" in info.value.message
+    assert info.value.rule == "required-tags"
+
+
+def test_deleting_a_required_tag_is_rejected(every_rule):
+    with pytest.raises(errors.PolicyViolation, match=r"Deleting tag 'team.project' from run 'r1'"):
+        policy.check_tag_delete(every_rule, "r1", "team.project")
+
+
+def test_reserved_tag_write_is_forbidden_with_403(every_rule):
+    with pytest.raises(errors.ReservedTag, match=r"Tag 'team.author' \(value 'mallory'\) was rejected") as info:
+        policy.check_tags(every_rule, [("team.author", "mallory")])
+    assert info.value.get_http_status_code() == 403
+    assert info.value.message.endswith("[rule: reserved-tags]")
+
+
+def test_reserved_tag_delete_is_forbidden(every_rule):
+    with pytest.raises(errors.ReservedTag, match=r"Tag 'team.author_verified' \(value None\)"):
+        policy.check_tag_delete(every_rule, "r1", "team.author_verified")
+
+
+def test_param_over_the_limit_is_rejected_not_truncated(every_rule):
+    with pytest.raises(
+        errors.PolicyViolation,
+        match=r"Param 'config' value 'aaaa.*' \(6001 characters\) was rejected: param values are "
+        r"limited to 6000 characters",
+    ) as info:
+        policy.check_params(every_rule, [("config", "a" * 6001)])
+    assert "mlflow.log_text(value, 'params/config.txt')" in info.value.message
+    assert info.value.rule == "lossless-values"
+
+
+def test_param_at_the_limit_passes(every_rule):
+    policy.check_params(every_rule, [("config", "a" * 6000)])
+
+
+def test_tag_over_the_limit_is_rejected(every_rule):
+    with pytest.raises(errors.PolicyViolation, match=r"Tag 'notes' value .* \(8001 characters\)"):
+        policy.check_tags(every_rule, [("notes", "b" * 8001)])
+
+
+@pytest.mark.parametrize("value", [float("1e309"), -math.inf])
+def test_infinite_metric_is_rejected(every_rule, value):
+    with pytest.raises(errors.PolicyViolation, match=r"Metric 'loss' value -?inf was rejected: metric values must be finite"):
+        policy.check_metrics(every_rule, [("loss", value, 0, 0)])
+
+
+def test_nan_metric_round_trips_so_it_is_allowed(every_rule):
+    policy.check_metrics(every_rule, [("loss", math.nan, 0, 0)])
+
+
+def test_fractional_step_is_rejected_with_what_stock_would_store(every_rule):
+    with pytest.raises(
+        errors.PolicyViolation,
+        match=r"Metric 'loss' step 2.5 was rejected: metric steps must be whole numbers "
+        r"\(stock MLflow would store 2\). Pass an integer, for example step=2",
+    ):
+        policy.check_metrics(every_rule, [("loss", 1.0, 0, 2.5)])
+
+
+def test_whole_float_step_passes(every_rule):
+    policy.check_metrics(every_rule, [("loss", 1.0, 1000, 3.0)])
+
+
+def test_run_backing_a_version_is_protected(every_rule):
+    with pytest.raises(
+        errors.ProtectedResource,
+        match=r"Run 'abc' cannot be deleted: it backs the registered model version\(s\) "
+        r"'vision.resnet' v2\. .*delete_model_version\('vision.resnet', '2'\)",
+    ) as info:
+        policy.check_run_delete(every_rule, "abc", [("vision.resnet", "2")])
+    assert info.value.get_http_status_code() == 403
+
+
+def test_experiment_backing_a_version_is_protected(every_rule):
+    versions = [("m.a", str(v)) for v in range(1, 8)]
+    with pytest.raises(errors.ProtectedResource, match=r"Experiment '3' cannot be deleted: .* and 2 more"):
+        policy.check_experiment_delete(every_rule, "3", versions)
+
+
+def test_logged_model_backing_a_version_is_protected(every_rule):
+    with pytest.raises(errors.ProtectedResource, match=r"Logged model 'm-1' cannot be deleted"):
+        policy.check_logged_model_delete(every_rule, "m-1", [("m.a", "1")])
+
+
+def test_version_holding_an_alias_is_protected(every_rule):
+    with pytest.raises(
+        errors.ProtectedResource,
+        match=r"Version '1' of registered model 'm.a' cannot be deleted: it holds the alias\(es\) "
+        r"\['champion'\].*delete_registered_model_alias\('m.a', 'champion'\)",
+    ):
+        policy.check_model_version_delete(every_rule, "m.a", "1", ["champion"])
+
+
+def test_registered_model_with_aliases_is_protected(every_rule):
+    with pytest.raises(errors.ProtectedResource, match=r"Registered model 'm.a' cannot be deleted"):
+        policy.check_registered_model_delete(every_rule, "m.a", ["champion"])
+
+
+def test_version_from_a_deleted_run_is_rejected(every_rule):
+    with pytest.raises(errors.ProtectedResource, match=r"from run 'r9' was rejected: that run is deleted"):
+        policy.check_version_source_run(every_rule, "m.a", "r9", run_deleted=True)
+    policy.check_version_source_run(every_rule, "m.a", "r9", run_deleted=False)
