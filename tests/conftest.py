@@ -110,7 +110,7 @@ def _mysql_database():
 
 
 @pytest.fixture(scope="session")
-def postgres_url():
+def postgresql_url():
     admin, name = _postgres_database()
     yield f"postgresql://{PG_ADMIN['user']}@127.0.0.1:5432/{name}"
     _dispose_engines()

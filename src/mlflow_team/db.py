@@ -169,15 +169,17 @@ def _ambient() -> dict[int, sqlalchemy.engine.Connection]:
 class ManagedSessions:
     """Drop-in for MLflow's ``ManagedSessionMaker``: ``with sessions(read_only=False) as s``.
 
-    Inside :meth:`atomic`, every session joins the one open transaction through a savepoint,
-    so MLflow code that commits its own sessions commits only into that transaction.
+    The outermost write session of a thread opens one transaction (``BEGIN IMMEDIATE`` on
+    SQLite); every session opened inside it, for reading or writing, joins that transaction
+    through a savepoint. MLflow's code opens sessions inside sessions (``log_inputs``, for one):
+    on separate connections those would wait on each other's write lock, here they share it.
+    MLflow code that commits its own sessions thus commits only into the enclosing transaction.
     """
 
     def __init__(self, engine: sqlalchemy.engine.Engine, read_engine=None):
         self.engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
-        self._write = sessionmaker(bind=engine)
-        self._read = sessionmaker(bind=read_engine) if read_engine is not None else self._write
+        self._read = sessionmaker(bind=read_engine if read_engine is not None else engine)
 
     @contextmanager
     def __call__(self, read_only: bool = True) -> Iterator[Session]:
@@ -189,12 +191,15 @@ class ManagedSessions:
         )
 
         connection = _ambient().get(id(self.engine))
+        if connection is None and not read_only:
+            with self.atomic():
+                with self(read_only=False) as session:
+                    yield session
+            return
         if connection is not None:
             session = Session(bind=connection, join_transaction_mode="create_savepoint")
         else:
-            session = (self._read if read_only else self._write)()
-            if self._sqlite and not read_only:
-                session.connection(execution_options={_IMMEDIATE: True})
+            session = self._read()
         with session:
             try:
                 yield session
@@ -216,7 +221,7 @@ class ManagedSessions:
     def atomic(self) -> Iterator[None]:
         """One transaction for everything the block does through these sessions."""
         from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+        from mlflow.protos.databricks_pb2 import BAD_REQUEST, TEMPORARILY_UNAVAILABLE
 
         ambient = _ambient()
         key = id(self.engine)
@@ -235,6 +240,8 @@ class ManagedSessions:
                         del ambient[key]
         except sqlalchemy.exc.OperationalError as exc:
             raise MlflowException(message=exc, error_code=TEMPORARILY_UNAVAILABLE) from exc
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise MlflowException(message=exc, error_code=BAD_REQUEST) from exc
 
 
 # --- retries ---------------------------------------------------------------------------------
