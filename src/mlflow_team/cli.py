@@ -140,12 +140,14 @@ def db_upgrade(url: str) -> None:
     """Migrate the database behind URL (team+... or a plain SQLAlchemy URL) to MLflow's schema."""
     from mlflow_team import db, uri
 
-    real = uri.db_url(url) if url.startswith(uri.PREFIX) else url
     try:
+        real = uri.db_url(url) if url.startswith(uri.PREFIX) else url
         before, after = db.upgrade(real)
     except errors.TeamStoreConfigError as exc:
         raise click.ClickException(exc.message) from None
-    if before == after:
+    if before is None:
+        click.echo(f"{url}: created at schema revision {after}.")
+    elif before == after:
         click.echo(f"{url}: already at schema revision {after}.")
     else:
         click.echo(f"{url}: migrated from schema revision {before} to {after}.")

@@ -109,6 +109,7 @@ def ensure_schema(url: str, team_uri: str) -> None:
         _get_latest_schema_revision,
         _get_schema_version,
         _initialize_tables,
+        _is_empty_database,
     )
 
     engine = get_engine(url)
@@ -117,9 +118,11 @@ def ensure_schema(url: str, team_uri: str) -> None:
         if not _all_tables_exist(engine):
             _initialize_tables(engine)
         return
-    if not retrying_call(_all_tables_exist, engine):
+    # Only an empty database is created here. Stock MLflow also "initializes" a database that
+    # merely lacks a table, which silently migrates an old schema; that is refused below.
+    if retrying_call(_is_empty_database, engine):
         with FileLock(str(_init_lock_path(url))):
-            if not _all_tables_exist(engine):
+            if _is_empty_database(engine):
                 _create_tables(url)
     expected = _get_latest_schema_revision()
     found = retrying_call(_get_schema_version, engine)
@@ -145,10 +148,19 @@ def _create_tables(url: str) -> None:
 
 def upgrade(url: str) -> tuple[str | None, str]:
     """Migrate the database to MLflow's latest schema; returns (before, after) revisions."""
-    from mlflow.store.db.utils import _get_schema_version, _upgrade_db, create_sqlalchemy_engine
+    from mlflow.store.db.utils import (
+        _get_schema_version,
+        _initialize_tables,
+        _is_empty_database,
+        _upgrade_db,
+        create_sqlalchemy_engine,
+    )
 
     plain = create_sqlalchemy_engine(url)
     try:
+        if _is_empty_database(plain):  # a new database: create it, as the store would
+            _initialize_tables(plain)
+            return None, _get_schema_version(plain)
         before = _get_schema_version(plain)
         _upgrade_db(plain)
         return before, _get_schema_version(plain)

@@ -1,0 +1,62 @@
+"""An out-of-date database: the store and the server refuse it, `mlflow-team db upgrade` fixes it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from alembic import command
+from click.testing import CliRunner
+from mlflow.store.db.utils import _get_alembic_config, _get_latest_schema_revision, _get_schema_version
+
+from mlflow_team import db, errors
+from mlflow_team.cli import cli
+from mlflow_team.tracking_store import TeamSqlAlchemyStore
+from tests.helpers.server import run_server_expecting_failure
+
+
+@pytest.fixture
+def old_database(tmp_path):
+    """A database one migration behind MLflow's head, as an older MLflow would leave it."""
+    from mlflow.store.db.utils import create_sqlalchemy_engine
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    db.upgrade(url)  # create it at head with MLflow's own migrations
+    engine = create_sqlalchemy_engine(url)
+    config = _get_alembic_config(url)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "-1")
+    assert _get_schema_version(engine) != _get_latest_schema_revision()
+    engine.dispose()
+    return url
+
+
+def test_store_on_an_old_schema_names_the_upgrade_command(old_database):
+    team = f"team+{old_database}"
+    with pytest.raises(errors.TeamStoreConfigError, match=r"out-of-date MLflow schema .* run: mlflow-team db upgrade " + re.escape(team)):
+        TeamSqlAlchemyStore(team)
+
+
+@pytest.mark.server
+def test_server_on_an_old_schema_fails_naming_the_upgrade_command(old_database, tmp_path):
+    code, output = run_server_expecting_failure(f"team+{old_database}", tmp_path)
+    assert code != 0
+    assert f"mlflow-team db upgrade team+{old_database}" in output
+
+
+def test_db_upgrade_migrates_a_team_url_and_the_store_opens(old_database):
+    team = f"team+{old_database}"
+    result = CliRunner().invoke(cli, ["db", "upgrade", team])
+    assert result.exit_code == 0, result.output
+    assert f"migrated from schema revision" in result.output
+    store = TeamSqlAlchemyStore(team)
+    assert store.get_experiment("0").name == "Default"
+    again = CliRunner().invoke(cli, ["db", "upgrade", team])
+    assert "already at schema revision" in again.output
+
+
+def test_db_upgrade_rejects_an_unknown_scheme():
+    result = CliRunner().invoke(cli, ["db", "upgrade", "team+nosuchdb://x"])
+    assert result.exit_code != 0
+    assert "Tracking URI 'team+nosuchdb://x' was rejected: mlflow-team supports team+sqlite" in result.output
