@@ -72,10 +72,25 @@ def policy_file(tmp_path: Path, monkeypatch) -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_policy_leaks(monkeypatch, tmp_path):
-    """Each test starts with no policy and a clean working directory."""
+    """Each test starts with no policy, a clean working directory, and stores built anew.
+
+    MLflow caches one store per URI for the whole process; a store reads the policy when it is
+    built, so a cached store would carry the previous test's policy.
+    """
     monkeypatch.delenv("MLFLOW_TEAM_POLICY", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
+    _clear_store_caches()
+    yield
+    _clear_store_caches()
+
+
+def _clear_store_caches():
+    from mlflow.tracking._model_registry.utils import _get_store_registry
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    _tracking_store_registry._get_store_with_resolved_uri.cache_clear()
+    _get_store_registry()._get_store_with_resolved_uri.cache_clear()
 
 
 def _postgres_database():

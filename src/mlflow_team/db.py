@@ -120,12 +120,15 @@ def ensure_schema(url: str, team_uri: str) -> None:
         return
     # Only an empty database is created here. Stock MLflow also "initializes" a database that
     # merely lacks a table, which silently migrates an old schema; that is refused below.
-    if retrying_call(_is_empty_database, engine):
+    expected = _get_latest_schema_revision()
+    found = None if retrying_call(_is_empty_database, engine) else retrying_call(_get_schema_version, engine)
+    if found != expected:
+        # Empty, half-built by a process that is creating it right now, or really out of date:
+        # wait for whoever holds the lock, then look again.
         with FileLock(str(_init_lock_path(url))):
             if _is_empty_database(engine):
                 _create_tables(url)
-    expected = _get_latest_schema_revision()
-    found = retrying_call(_get_schema_version, engine)
+            found = _get_schema_version(engine)
     if found != expected:
         raise errors.TeamStoreConfigError(
             errors.SCHEMA_OUT_OF_DATE.format(uri=team_uri, found=found, expected=expected)
