@@ -262,3 +262,21 @@ def test_store_builder_accepts_unknown_keywords(tmp_path):
     uri = f"team+sqlite:///{tmp_path}/kw.db"
     assert tracking_store(store_uri=uri, artifact_uri=None, future_keyword=1) is not None
     assert registry_store(store_uri=uri, tracking_uri=uri, future_keyword=1) is not None
+
+
+def test_workspace_mode_uses_the_workspace_aware_stores(tmp_path, monkeypatch, policy_file):
+    from mlflow.utils.workspace_context import WorkspaceContext
+
+    from mlflow_team.registry_store import build as build_registry
+    from mlflow_team.tracking_store import build
+
+    monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
+    uri = f"team+sqlite:///{tmp_path}/ws.db"
+    store = build(uri)
+    assert type(store).__name__ == "TeamWorkspaceAwareSqlAlchemyStore" and store.supports_workspaces
+    assert build_registry(uri).supports_workspaces
+    with WorkspaceContext("default"):
+        with pytest.raises(MlflowException, match=r"\[rule: experiment-name\]"):
+            store.create_experiment("No Good")
+        experiment_id = store.create_experiment("vision/workspaces")
+        assert store.get_experiment(experiment_id).workspace == "default"
