@@ -13,7 +13,7 @@ from mlflow.entities import RunTag
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
-from mlflow_team import config, db, links, policy, uri
+from mlflow_team import config, db, fast_metric, links, policy, uri
 from mlflow_team.policy import Policy
 
 
@@ -42,6 +42,8 @@ class TeamTrackingStoreMixin:
             read_db_uri=read_db_uri,
         )
         self.ManagedSessionMaker = db.ManagedSessions(self.engine, self.read_engine)
+        # Workspace-aware stores scope every query by workspace: they keep MLflow's own path.
+        self._lean_metric_path = self.db_type == "sqlite" and not self.supports_workspaces
 
     @classmethod
     def _get_or_create_engine(cls, db_uri: str):
@@ -158,6 +160,8 @@ class TeamTrackingStoreMixin:
 
     def log_metric(self, run_id, metric):
         policy.check_metrics(self.policy, [(metric.key, metric.value, metric.timestamp, metric.step)])
+        if self._lean_metric_path and metric.model_id is None:
+            return fast_metric.log_metric(self, run_id, metric)
         return super().log_metric(run_id, metric)
 
     def log_batch(self, run_id, metrics, params, tags):

@@ -231,7 +231,47 @@ def traces_scenario(client: MlflowClient, uri: str, norm: Normalizer):
     ]
 
 
+def metric_edges_scenario(client: MlflowClient, uri: str, norm: Normalizer):
+    """Per-call metric logging: duplicates, out-of-order steps, NaN, and the errors stock gives."""
+    experiment_id = client.create_experiment(unique("contract/metric-edges"))
+    run_id = client.create_run(experiment_id, tags=REQUIRED, run_name="edges").info.run_id
+    norm.id(run_id, "run")
+    calls = [
+        ("loss", 0.9, 100, 3), ("loss", 0.9, 100, 3),  # the same metric twice
+        ("loss", 0.5, 50, 1),  # an older step arrives later: latest stays at step 3
+        ("loss", 0.7, 100, 3),  # same step and time, other value: both kept, larger wins latest
+        ("acc", math.nan, 10, 0), ("acc", 0.8, 10, 0),  # NaN then a number at the same point
+        ("lr", -1e-3, 5, 2**40),  # big step
+    ]
+    for key, value, timestamp, step in calls:
+        client.log_metric(run_id, key, value, timestamp=timestamp, step=step)
+    history = {
+        key: sorted((str(_metric_value(m.value)), m.timestamp, m.step) for m in client.get_metric_history(run_id, key))
+        for key in ("loss", "acc", "lr")
+    }
+    errors = []
+    other = client.create_run(experiment_id, tags=REQUIRED).info.run_id
+    norm.id(other, "run")
+    client.delete_run(other)
+    for target in (other, "0" * 32):
+        try:
+            client.log_metric(target, "loss", 1.0, timestamp=1, step=0)
+        except Exception as exc:  # the message and code a user sees
+            errors.append((type(exc).__name__, getattr(exc, "error_code", None), norm.text(str(exc))))
+    for bad in (
+        lambda: client.log_metric(run_id, "", 1.0, timestamp=1),
+        lambda: client.log_metric(run_id, "x", "nope", timestamp=1),
+    ):
+        try:
+            bad()
+        except Exception as exc:
+            errors.append((type(exc).__name__, getattr(exc, "error_code", None), norm.text(str(exc))))
+    assert len(errors) == 4
+    return {"run": _run(client, run_id, norm), "history": history, "errors": errors}
+
+
 SCENARIOS = [
+    metric_edges_scenario,
     experiments_scenario,
     runs_scenario,
     search_pages_scenario,
