@@ -30,11 +30,17 @@ class TeamRegistryStoreMixin:
         self.policy = team_policy if team_policy is not None else config.load_policy()
         db.ensure_schema(url, self.team_uri)
         super().__init__(url, read_db_uri=read_db_uri)  # type: ignore[call-arg]
-        self.ManagedSessionMaker = db.ManagedSessions(self.engine, self.read_engine)
 
     @classmethod
     def _get_or_create_engine(cls, db_uri: str):
         return db.get_engine(db_uri)
+
+    def _initialize_store_state(self):
+        # MLflow calls this at the end of its __init__, once the engines exist. Our sessions
+        # must be in place before it: MLflow's own session maker would set its pragmas
+        # (a 20 s busy timeout among them) on a pooled connection of our engine.
+        self.ManagedSessionMaker = db.ManagedSessions(self.engine, self.read_engine)
+        super()._initialize_store_state()
 
     def create_registered_model(self, name, *args, **kwargs):
         policy.check_registered_model_name(self.policy, name)

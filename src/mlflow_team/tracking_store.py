@@ -41,13 +41,19 @@ class TeamTrackingStoreMixin:
             default_artifact_root or uri.default_artifact_root(url),
             read_db_uri=read_db_uri,
         )
-        self.ManagedSessionMaker = db.ManagedSessions(self.engine, self.read_engine)
         # Workspace-aware stores scope every query by workspace: they keep MLflow's own path.
         self._lean_metric_path = self.db_type == "sqlite" and not self.supports_workspaces
 
     @classmethod
     def _get_or_create_engine(cls, db_uri: str):
         return db.get_engine(db_uri)
+
+    def _initialize_store_state(self):
+        # MLflow calls this at the end of its __init__, once the engines exist. Our sessions
+        # must be in place before it: MLflow's own session maker would set its pragmas
+        # (a 20 s busy timeout among them) on a pooled connection of our engine.
+        self.ManagedSessionMaker = db.ManagedSessions(self.engine, self.read_engine)
+        super()._initialize_store_state()
 
     # --- helpers -----------------------------------------------------------------------------
 
