@@ -77,8 +77,13 @@ def _no_policy_leaks(monkeypatch, tmp_path):
     MLflow caches one store per URI for the whole process; a store reads the policy when it is
     built, so a cached store would carry the previous test's policy.
     """
-    monkeypatch.delenv("MLFLOW_TEAM_POLICY", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in (
+        "MLFLOW_TEAM_POLICY", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TEAM_AUTHOR",
+        "MLFLOW_TEAM_AUTHOR_KEY", "MLFLOW_TEAM_AUTHOR_KEY_FILE", "MLFLOW_TEAM_AUTHOR_HOSTS",
+        "MLFLOW_TEAM_IDENTITY", "MLFLOW_TRACKING_AUTH", "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
+    ):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     _clear_store_caches()
     yield
@@ -86,7 +91,20 @@ def _no_policy_leaks(monkeypatch, tmp_path):
 
 
 def _clear_store_caches():
+    import mlflow
+    from mlflow.tracking import fluent
     from mlflow.tracking._model_registry.utils import _get_store_registry
+
+    from mlflow_team import identity
+
+    identity.clear_cache()
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    # The fluent API remembers the last set_experiment for the whole process; an id from another
+    # test's database would point at nothing (or at the wrong experiment) in this one.
+    fluent._active_experiment_id = None
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
     from mlflow.tracking._tracking_service.utils import _tracking_store_registry
 
     _tracking_store_registry._get_store_with_resolved_uri.cache_clear()

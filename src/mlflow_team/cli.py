@@ -26,6 +26,7 @@ def _plugin_registries() -> dict[str, object]:
     from mlflow.tracking._model_registry.utils import _get_store_registry
     from mlflow.tracking._tracking_service.utils import _tracking_store_registry
     from mlflow.tracking.context.registry import _run_context_provider_registry
+    from mlflow.tracking.request_auth.registry import _request_auth_provider_registry
     from mlflow.tracking.request_header.registry import _request_header_provider_registry
 
     return {
@@ -34,6 +35,7 @@ def _plugin_registries() -> dict[str, object]:
         "mlflow.artifact_repository": _artifact_repository_registry,
         "mlflow.request_header_provider": _request_header_provider_registry,
         "mlflow.run_context_provider": _run_context_provider_registry,
+        "mlflow.request_auth_provider": _request_auth_provider_registry,
     }
 
 
@@ -181,6 +183,75 @@ def policy_check(path: str) -> None:
         click.echo(f"  required-tags: {list(policy.required_tags)} defaults {policy.tag_defaults}")
     if policy.reserved_tags:
         click.echo(f"  reserved-tags: {list(policy.reserved_tags)}")
+
+
+# --- identity --------------------------------------------------------------------------------
+
+
+@cli.group("identity", invoke_without_command=True)
+@click.option("--server", default=None, help="An http(s) tracking server to ask whether it accepts you.")
+@click.pass_context
+def identity_group(ctx: click.Context, server: str | None) -> None:
+    """Show who you are to MLflow, whether a key is set, and whether SERVER accepts you."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from mlflow_team import config, identity
+
+    me = identity.author()
+    click.echo(f"author: {me.name} (from {me.source})")
+    key = identity.signing_key()
+    click.echo(f"key: {'configured (' + key.source + ')' if key else 'none'}")
+    signing_on = os.environ.get("MLFLOW_TRACKING_AUTH") == "team"
+    click.echo(f"signing: {'on' if signing_on else 'off'} (MLFLOW_TRACKING_AUTH=team turns it on)")
+    if not config.client_identity_on():
+        click.echo(f"identity plugins: off ({config.IDENTITY_ENV})")
+    if key is not None and not signing_on:
+        click.echo("  note: a key is configured but requests are not signed without MLFLOW_TRACKING_AUTH=team")
+    if server:
+        accepted, message = probe_server(server)
+        click.echo(f"server {server}: {message}")
+        if not accepted:
+            sys.exit(1)
+
+
+@identity_group.command("new-key")
+def identity_new_key() -> None:
+    """Print a new random personal key (give it to the author and to the server's keyring)."""
+    import secrets
+
+    click.echo(secrets.token_hex(32))
+
+
+def probe_server(server: str) -> tuple[bool, str]:
+    """Ask SERVER's team store which author it would stamp on a request from here."""
+    import mlflow
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    from mlflow_team import stamping
+
+    mlflow.set_tracking_uri(server)  # the author headers go only to the tracking server in use
+    try:
+        response = http_request(
+            get_default_host_creds(server),
+            "/api/2.0/mlflow/runs/create",
+            "POST",
+            json={"experiment_id": stamping.PROBE_EXPERIMENT_ID, "start_time": int(time.time() * 1000)},
+            max_retries=0,
+        )
+    except Exception as exc:  # noqa: BLE001
+        return False, f"not reachable ({exc})"
+    try:
+        message = response.json().get("message", response.text)
+    except ValueError:
+        message = response.text[:300]
+    if response.status_code == 400 and "identity probe" in message:
+        return True, message
+    if response.status_code == 401:
+        return False, f"rejected (401): {message}"
+    if response.status_code == 403:
+        return False, f"denied by the server's own authorization (403): {message}"
+    return False, f"did not answer as an mlflow-team server ({response.status_code}): {message[:300]}"
 
 
 def main() -> None:  # pragma: no cover - console entry

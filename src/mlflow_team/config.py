@@ -10,6 +10,21 @@ Environment variables (read when called, never at import):
 ``MLFLOW_TEAM_LOCK_RETRIES``
     How many times a store call is retried after "database is locked" or a deadlock (default 8).
 
+Client side (author identity, see :mod:`mlflow_team.identity`):
+
+``MLFLOW_TEAM_AUTHOR``
+    The author of this process's runs (else git ``user.email``, ``MLFLOW_TRACKING_USERNAME``,
+    ``user@host``).
+``MLFLOW_TEAM_AUTHOR_KEY`` / ``MLFLOW_TEAM_AUTHOR_KEY_FILE``
+    The author's personal signing key, or a file holding it (default
+    ``~/.config/mlflow-team/author.key`` when that file exists). Signing is on with
+    ``MLFLOW_TRACKING_AUTH=team``.
+``MLFLOW_TEAM_AUTHOR_HOSTS``
+    Comma-separated ``host`` or ``host:port`` names (``*`` wildcards allowed) that may receive the
+    author headers. Unset: the host of the http(s) tracking URI and registry URI in use.
+``MLFLOW_TEAM_IDENTITY``
+    ``off`` stops the client plugins from adding author tags and headers.
+
 The policy file (TOML), each table a rule, each rule off unless its table is present::
 
     [experiment-name]
@@ -29,6 +44,11 @@ The policy file (TOML), each table a rule, each rule off unless its table is pre
     [reserved-tags]            # team.author and team.author_verified, plus `extra`
     extra = ["team.cost-center"]
 
+    [identity]                 # on by default: the store stamps the author of runs and versions
+    keyring = "keyring.toml"   # author = key; relative to this file
+    allow-unsigned = false     # default: true without a keyring, false with one
+    max-clock-skew-seconds = 300
+
 Every table also takes ``enabled = false`` to switch its rule off without deleting it.
 """
 
@@ -41,7 +61,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlflow_team import errors
-from mlflow_team.policy import RULE_IDS, STAMPED_TAGS, NameRule, Policy
+from mlflow_team.policy import RULE_IDS, STAMPED_TAGS, IdentityRule, NameRule, Policy
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,6 +72,13 @@ POLICY_ENV = "MLFLOW_TEAM_POLICY"
 DEFAULT_POLICY_FILE = "mlflow-team.toml"
 BUSY_TIMEOUT_ENV = "MLFLOW_TEAM_SQLITE_BUSY_TIMEOUT_MS"
 LOCK_RETRIES_ENV = "MLFLOW_TEAM_LOCK_RETRIES"
+AUTHOR_ENV = "MLFLOW_TEAM_AUTHOR"
+AUTHOR_KEY_ENV = "MLFLOW_TEAM_AUTHOR_KEY"
+AUTHOR_KEY_FILE_ENV = "MLFLOW_TEAM_AUTHOR_KEY_FILE"
+AUTHOR_HOSTS_ENV = "MLFLOW_TEAM_AUTHOR_HOSTS"
+IDENTITY_ENV = "MLFLOW_TEAM_IDENTITY"
+DEFAULT_KEY_FILE = "~/.config/mlflow-team/author.key"
+MIN_KEY_LENGTH = 32
 
 _RULE_KEYS = {
     "experiment-name": {"enabled", "pattern", "example"},
@@ -60,6 +87,7 @@ _RULE_KEYS = {
     "protected-deletions": {"enabled"},
     "lossless-values": {"enabled"},
     "reserved-tags": {"enabled", "extra"},
+    "identity": {"enabled", "keyring", "allow-unsigned", "max-clock-skew-seconds"},
 }
 _RULE_EXAMPLES = {
     "experiment-name": "pattern = '^[a-z0-9-]+/[a-z0-9-]+$' and example = 'vision/resnet'",
@@ -68,6 +96,7 @@ _RULE_EXAMPLES = {
     "protected-deletions": "enabled = true",
     "lossless-values": "enabled = true",
     "reserved-tags": "extra = ['team.cost-center']",
+    "identity": "keyring = 'keyring.toml' and allow-unsigned = false",
 }
 
 
@@ -93,6 +122,23 @@ def sqlite_busy_timeout_ms() -> int:
 
 def lock_retries() -> int:
     return _int_env(LOCK_RETRIES_ENV, 8)
+
+
+def client_identity_on() -> bool:
+    return os.environ.get(IDENTITY_ENV, "").strip().lower() not in {"off", "0", "false", "no"}
+
+
+def author_key_file() -> Path | None:
+    explicit = os.environ.get(AUTHOR_KEY_FILE_ENV, "").strip()
+    path = Path(explicit or DEFAULT_KEY_FILE).expanduser()
+    return path if path.is_file() else None
+
+
+def author_hosts() -> list[str] | None:
+    """The allow-list of hosts for author headers, or None for "the tracking server in use"."""
+    raw = os.environ.get(AUTHOR_HOSTS_ENV, "")
+    hosts = [h.strip().lower() for h in raw.split(",") if h.strip()]
+    return hosts or None
 
 
 def policy_path() -> Path | None:
@@ -124,7 +170,7 @@ def load_policy_file(path: str | os.PathLike[str]) -> Policy:
     except tomllib.TOMLDecodeError as exc:
         raise errors.PolicyFileError(str(path), errors.POLICY_NOT_TOML.format(reason=exc)) from None
     try:
-        return parse_policy(data, source=str(path))
+        return parse_policy(data, source=str(path), base_dir=path.parent)
     except _Invalid as exc:
         raise errors.PolicyFileError(str(path), str(exc)) from None
 
@@ -166,7 +212,9 @@ def _name_rule(rule: str, table: dict[str, Any]) -> NameRule:
     return NameRule(pattern=pattern, example=example)
 
 
-def parse_policy(data: dict[str, Any], source: str = "<policy>") -> Policy:
+def parse_policy(
+    data: dict[str, Any], source: str = "<policy>", base_dir: Path | None = None
+) -> Policy:
     """Validate a decoded policy document; raises ``_Invalid`` naming the key and value."""
     for key, table in data.items():
         if key not in _RULE_KEYS:
@@ -227,6 +275,10 @@ def parse_policy(data: dict[str, Any], source: str = "<policy>") -> Policy:
         if "extra" in table:
             extra = _typed("reserved-tags", table, "extra", _is_str_list, "a list of tag keys")
         fields["reserved_tags"] = tuple(dict.fromkeys([*STAMPED_TAGS, *extra]))
+    table = data.get("identity", {})
+    fields["identity"] = (
+        _identity_rule(table, base_dir or Path.cwd()) if table.get("enabled", True) else None
+    )
     reserved_required = set(fields.get("required_tags", ())) & set(fields.get("reserved_tags", ()))
     if reserved_required:
         raise _Invalid(
@@ -235,3 +287,68 @@ def parse_policy(data: dict[str, Any], source: str = "<policy>") -> Policy:
             "tags = ['team.name']."
         )
     return Policy(**fields)
+
+
+def _identity_rule(table: dict[str, Any], base_dir: Path) -> IdentityRule:
+    keyring: dict[str, bytes] = {}
+    keyring_path = None
+    if "keyring" in table:
+        raw = _typed("identity", table, "keyring", lambda v: isinstance(v, str) and v, "a file path")
+        path = Path(raw).expanduser()
+        keyring_path = path if path.is_absolute() else base_dir / path
+        keyring = load_keyring(keyring_path)
+    allow_unsigned = not keyring
+    if "allow-unsigned" in table:
+        allow_unsigned = _typed(
+            "identity", table, "allow-unsigned", lambda v: isinstance(v, bool), "true or false"
+        )
+    skew = 300
+    if "max-clock-skew-seconds" in table:
+        skew = _typed(
+            "identity",
+            table,
+            "max-clock-skew-seconds",
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 86_400,
+            "a whole number of seconds from 1 to 86400",
+        )
+    if not allow_unsigned and not keyring:
+        raise _Invalid(
+            "[identity] allow-unsigned = false needs a keyring, or no request could name its "
+            "author. Add keyring = 'keyring.toml', or run the server with --app-name basic-auth "
+            "and leave allow-unsigned at true."
+        )
+    return IdentityRule(
+        keyring=keyring,
+        keyring_path=None if keyring_path is None else str(keyring_path),
+        allow_unsigned=allow_unsigned,
+        max_clock_skew_s=skew,
+    )
+
+
+def load_keyring(path: Path) -> dict[str, bytes]:
+    """``[keys]`` author = key. Errors name the file and the author, never the key."""
+
+    def invalid(problem: str) -> _Invalid:
+        return _Invalid(errors.KEYRING_INVALID.format(path=path, problem=problem))
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise invalid("does not exist. Create it, for example with [keys] and one line per "
+                      "author: \"alice@example.com\" = \"<key from mlflow-team identity new-key>\"") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise invalid(f"is not valid TOML ({exc})") from None
+    keys = data.get("keys")
+    extra = sorted(set(data) - {"keys"})
+    if not isinstance(keys, dict) or extra:
+        raise invalid("must hold exactly one table, [keys], with one line per author: "
+                      "\"alice@example.com\" = \"<key>\"")
+    keyring: dict[str, bytes] = {}
+    for author, key in keys.items():
+        if not isinstance(key, str) or len(key.strip()) < MIN_KEY_LENGTH:
+            raise invalid(
+                f"the key of {author!r} must be a string of at least {MIN_KEY_LENGTH} "
+                "characters. Make one with `mlflow-team identity new-key`."
+            )
+        keyring[author] = key.strip().encode()
+    return keyring

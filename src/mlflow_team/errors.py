@@ -11,6 +11,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
     INVALID_PARAMETER_VALUE,
     PERMISSION_DENIED,
+    UNAUTHENTICATED,
 )
 
 # --- policy rules ----------------------------------------------------------------------------
@@ -40,6 +41,60 @@ RESERVED_TAG_REJECTED = (
     "mlflow-team store and cannot be set, changed or deleted by clients. Use a key of your own, "
     "for example mlflow.set_tag('note', ...). [rule: reserved-tags]"
 )
+AUTHOR_TAG_REJECTED = (
+    "Tag {key!r} (value {value}) was rejected: the author tags {tags} are stamped by the "
+    "mlflow-team store from the request's identity and cannot be set, changed or deleted by "
+    "clients. Record other people under a key of your own, for example "
+    "mlflow.set_tag('reviewer', 'bob@example.com'). [rule: identity]"
+)
+
+# --- identity (server side): never quote a key or a signature in these ----------------------
+
+UNSIGNED_REJECTED = (
+    "The author {author} was rejected: this server accepts only signed or authenticated "
+    "identities, and the request carried no signature. Sign your requests with your personal "
+    "key, for example: export MLFLOW_TEAM_AUTHOR_KEY=<your key> MLFLOW_TRACKING_AUTH=team "
+    "(`mlflow-team identity --server URL` checks the set-up). [rule: identity]"
+)
+NO_AUTHOR = (
+    "The request was rejected: it names no author (no author header and no mlflow.user). "
+    "Install mlflow-team on the client (pip install mlflow-team), which sends the author, or set "
+    "MLFLOW_TEAM_AUTHOR=you@example.com. [rule: identity]"
+)
+SIGNATURE_STALE = (
+    "The author signature for {author!r} was rejected: it was made {age} s away from the "
+    "server's clock, and the server accepts {skew} s. A replayed request looks like this too. "
+    "Check the client's clock (for example `timedatectl`) and send the request again. "
+    "[rule: identity]"
+)
+SIGNATURE_MISMATCH = (
+    "The author signature for {author!r} was rejected: it does not match the key the server "
+    "holds for that author, or the request was changed after signing. Check that "
+    "MLFLOW_TEAM_AUTHOR_KEY (or MLFLOW_TEAM_AUTHOR_KEY_FILE) holds the key registered for "
+    "{author!r} in the server's keyring; `mlflow-team identity --server URL` checks it. "
+    "[rule: identity]"
+)
+SIGNATURE_REPLAYED = (
+    "The author signature for {author!r} was rejected: this exact signed request was already "
+    "used. Each signed request is accepted once; send a new request instead of repeating a "
+    "captured one. [rule: identity]"
+)
+AUTHOR_UNKNOWN = (
+    "The author {author!r} was rejected: the server's keyring has no key for that author. Ask "
+    "the server's admin to add one (`mlflow-team identity new-key` makes a key), or set "
+    "MLFLOW_TEAM_AUTHOR to the name your key is registered under. [rule: identity]"
+)
+SIGNATURE_MALFORMED = (
+    "The author signature headers were rejected: {problem}. Let the mlflow-team client sign the "
+    "requests (MLFLOW_TRACKING_AUTH=team) instead of writing the headers by hand. "
+    "[rule: identity]"
+)
+PROBE_ANSWER = (
+    "mlflow-team identity probe: the server accepts you as {author!r} (verified: {verified}, "
+    "from: {source}). Nothing was created."
+)
+KEYRING_INVALID = "keyring {path}: {problem}"
+
 VALUE_TOO_LONG = (
     "{kind} {key!r} value {value} ({length} characters) was rejected: {kind_lower} values are "
     "limited to {limit} characters and stock MLflow would silently truncate it. Log the full "
@@ -149,8 +204,15 @@ class ProtectedResource(PolicyViolation):
 class ReservedTag(PolicyViolation):
     """A client write to a tag that only the store may stamp."""
 
+    def __init__(self, message: str, rule: str = "reserved-tags"):
+        super().__init__(message, rule=rule, error_code=PERMISSION_DENIED)
+
+
+class IdentityRejected(PolicyViolation):
+    """A request whose author the server cannot accept (HTTP 401 through ``mlflow server``)."""
+
     def __init__(self, message: str):
-        super().__init__(message, rule="reserved-tags", error_code=PERMISSION_DENIED)
+        super().__init__(message, rule="identity", error_code=UNAUTHENTICATED)
 
 
 class PolicyFileError(MlflowException):
@@ -166,6 +228,13 @@ class PolicyFileError(MlflowException):
 
 class TeamStoreConfigError(MlflowException):
     """A ``team+`` URI or database that the store cannot be built on."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+class IdentityProbeAnswer(MlflowException):
+    """Not an error: the answer to `mlflow-team identity --server`, carried as one."""
 
     def __init__(self, message: str):
         super().__init__(message, error_code=INVALID_PARAMETER_VALUE)

@@ -17,6 +17,8 @@ from mlflow_team import errors
 
 #: Tags the mlflow-team store stamps itself; with ``reserved-tags`` on, clients cannot touch them.
 STAMPED_TAGS = ("team.author", "team.author_verified")
+#: The tags that say who made a run or model version: stamped while ``identity`` is on.
+AUTHOR_TAGS = ("mlflow.user", *STAMPED_TAGS)
 
 RULE_IDS = (
     "experiment-name",
@@ -25,7 +27,31 @@ RULE_IDS = (
     "protected-deletions",
     "lossless-values",
     "reserved-tags",
+    "identity",
 )
+
+
+@dataclass(frozen=True)
+class IdentityRule:
+    """How the store decides who the author of a run or model version is (on by default)."""
+
+    keyring: Mapping[str, bytes] = field(default_factory=dict, repr=False)  # author -> key
+    keyring_path: str | None = None
+    allow_unsigned: bool = True
+    max_clock_skew_s: int = 300
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """The author the store writes, and whether anything vouched for it."""
+
+    author: str
+    verified: bool
+    source: str  # "mlflow-auth", "signature", "header", "client-claim" or "direct"
+
+    def tags(self) -> dict[str, str]:
+        verified = "true" if self.verified else "false"
+        return {"mlflow.user": self.author, "team.author": self.author, "team.author_verified": verified}
 
 
 @dataclass(frozen=True)
@@ -45,7 +71,8 @@ class Policy:
     protected_deletions: bool = False
     lossless_values: bool = False
     reserved_tags: tuple[str, ...] = ()
-    source: str = "built-in defaults (no rule on)"
+    identity: IdentityRule | None = field(default_factory=IdentityRule)
+    source: str = "built-in defaults (identity stamping only)"
 
     def enabled_rules(self) -> list[str]:
         on = {
@@ -55,6 +82,7 @@ class Policy:
             "protected-deletions": self.protected_deletions,
             "lossless-values": self.lossless_values,
             "reserved-tags": bool(self.reserved_tags),
+            "identity": self.identity is not None,
         }
         return [rule for rule in RULE_IDS if on[rule]]
 
@@ -115,6 +143,7 @@ def fill_required_tags(
 
 
 def check_tag_delete(policy: Policy, run_id: str, key: str) -> None:
+    check_author_tag_write(policy, key, None)
     if key in policy.required_tags:
         raise errors.PolicyViolation(
             errors.REQUIRED_TAG_DELETE.format(
@@ -133,6 +162,51 @@ def check_client_tag_write(policy: Policy, key: str, value: str | None) -> None:
                 key=key, value=errors.preview(value), reserved=list(policy.reserved_tags)
             )
         )
+
+
+# --- author identity -------------------------------------------------------------------------
+
+
+def check_author_tag_write(policy: Policy, key: str, value: str | None) -> None:
+    """A client sets or deletes a tag after creation: the author tags are the store's."""
+    if policy.identity is not None and key in AUTHOR_TAGS:
+        raise errors.ReservedTag(
+            errors.AUTHOR_TAG_REJECTED.format(
+                key=key, value=errors.preview(value), tags=list(AUTHOR_TAGS)
+            ),
+            rule="identity",
+        )
+
+
+def stamp_new_tags(policy: Policy, stamp: Stamp | None, tags: Mapping[str, str]) -> dict[str, str]:
+    """The tags of a new run or version once the author is stamped on them.
+
+    A client's ``mlflow.user`` never wins over the stamp. A client's ``team.author`` or
+    ``team.author_verified`` that differs from the stamp is a forgery attempt: refused while
+    ``reserved-tags`` is on, overwritten otherwise.
+    """
+    if stamp is None:
+        return dict(tags)
+    stamped = stamp.tags()
+    for key in STAMPED_TAGS:
+        if key in tags and tags[key] != stamped[key]:
+            check_client_tag_write(policy, key, tags[key])
+    return {**tags, **stamped}
+
+
+def unsigned_stamp(policy: Policy, header_author: str | None, claimed: str | None) -> Stamp:
+    """Server side, when neither MLflow's auth nor a signature named the author."""
+    rule = policy.identity
+    assert rule is not None
+    if not rule.allow_unsigned:
+        raise errors.IdentityRejected(
+            errors.UNSIGNED_REJECTED.format(author=errors.preview(header_author or claimed))
+        )
+    if header_author:
+        return Stamp(header_author, False, "header")
+    if claimed:
+        return Stamp(claimed, False, "client-claim")
+    raise errors.IdentityRejected(errors.NO_AUTHOR)
 
 
 # --- lossless values -------------------------------------------------------------------------
@@ -172,6 +246,7 @@ def check_tags(policy: Policy, tags: Iterable[tuple[str, str]]) -> None:
     """Run tags written by a client: reserved keys and, with lossless-values, their length."""
     _, tag_limit = _limits()
     for key, value in tags:
+        check_author_tag_write(policy, key, value)
         check_client_tag_write(policy, key, value)
         if policy.lossless_values:
             _check_length("Tag", key, None if value is None else str(value), tag_limit)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlflow.entities.model_registry import ModelVersionTag
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.model_registry.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
-from mlflow_team import config, db, links, policy, uri
+from mlflow_team import config, db, links, policy, stamping, uri
 from mlflow_team.policy import Policy
 
 
@@ -68,12 +69,32 @@ class TeamRegistryStoreMixin:
             policy.check_model_version_delete(self.policy, name, version, aliases)
             return super().delete_model_version(name, version)
 
-    def create_model_version(self, name, source, run_id=None, *args, **kwargs):
+    def create_model_version(
+        self, name, source, run_id=None, tags=None, run_link=None, description=None,
+        local_model_path=None, model_id=None,
+    ):
         if run_id and self.policy.protected_deletions:
             with self.ManagedSessionMaker() as session:
                 deleted = links.run_is_deleted(session, run_id)
             policy.check_version_source_run(self.policy, name, run_id, deleted)
-        return super().create_model_version(name, source, run_id, *args, **kwargs)
+        present = {tag.key: tag.value for tag in tags or ()}
+        stamp = stamping.current_stamp(self.policy, claimed=None)
+        if stamp is not None:
+            author_tags = {k: present.pop(k) for k in policy.STAMPED_TAGS if k in present}
+            stamped = policy.stamp_new_tags(self.policy, stamp, author_tags)
+            present.update((k, stamped[k]) for k in policy.STAMPED_TAGS)
+            tags = [ModelVersionTag(key, value) for key, value in present.items()]
+        return super().create_model_version(
+            name, source, run_id, tags, run_link, description, local_model_path, model_id
+        )
+
+    def set_model_version_tag(self, name, version, tag):
+        policy.check_author_tag_write(self.policy, tag.key, tag.value)
+        return super().set_model_version_tag(name, version, tag)
+
+    def delete_model_version_tag(self, name, version, key):
+        policy.check_author_tag_write(self.policy, key, None)
+        return super().delete_model_version_tag(name, version, key)
 
 
 @db.retry_public_methods

@@ -13,7 +13,7 @@ from mlflow.entities import RunTag
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
-from mlflow_team import config, db, fast_metric, links, policy, uri
+from mlflow_team import config, db, fast_metric, links, policy, stamping, uri
 from mlflow_team.policy import Policy
 
 
@@ -104,11 +104,21 @@ class TeamTrackingStoreMixin:
     # --- runs --------------------------------------------------------------------------------
 
     def create_run(self, experiment_id, user_id, start_time, tags, run_name):
-        tags = list(tags or [])
-        policy.check_tags(self.policy, self._pairs(tags))
-        present = {tag.key: tag.value for tag in tags}
-        added = policy.fill_required_tags(self.policy, experiment_id, present)
-        tags.extend(RunTag(key, value) for key, value in added.items())
+        present = dict(self._pairs(tags))
+        stamp = stamping.current_stamp(self.policy, present.get("mlflow.user") or user_id)
+        if stamp is not None:
+            if experiment_id == stamping.PROBE_EXPERIMENT_ID:
+                stamping.answer_probe(stamp)
+            # The author tags are the store's: the client's are checked against the stamp.
+            author_tags = {k: present.pop(k) for k in policy.AUTHOR_TAGS if k in present}
+            present.update(policy.stamp_new_tags(self.policy, stamp, author_tags))
+            user_id = stamp.author
+        policy.check_tags(
+            self.policy,
+            [(k, v) for k, v in present.items() if stamp is None or k not in policy.AUTHOR_TAGS],
+        )
+        present.update(policy.fill_required_tags(self.policy, experiment_id, present))
+        tags = [RunTag(key, value) for key, value in present.items()]
         return super().create_run(experiment_id, user_id, start_time, tags, run_name)
 
     def delete_run(self, run_id):

@@ -22,6 +22,12 @@ from tests.conftest import unique
 pytestmark = pytest.mark.usefixtures("policy_file")
 
 REQUIRED = {"team.project": "contract", "team.name": "vision"}  # what the policy asks for
+# The one deliberate difference: the team store stamps the author (tests/unit/test_identity*.py).
+AUTHOR_TAGS = ("mlflow.user", "team.author", "team.author_verified")
+
+
+def unstamped(tags: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in tags.items() if k not in AUTHOR_TAGS}
 
 
 class Normalizer:
@@ -59,7 +65,7 @@ def _metric_value(value: float) -> Any:
 
 def _run(client: MlflowClient, run_id: str, norm: Normalizer) -> dict[str, Any]:
     run = client.get_run(run_id)
-    tags = {k: norm.text(v) for k, v in run.data.tags.items() if k != "mlflow.user"}
+    tags = {k: norm.text(v) for k, v in unstamped(run.data.tags).items()}
     return {
         "id": norm.id(run.info.run_id, "run"),
         "name": run.info.run_name,
@@ -203,8 +209,8 @@ def registry_scenario(client: MlflowClient, uri: str, norm: Normalizer):
     versions = client.search_model_versions(f"name = '{name}'")
     return {
         "model": (model.description, model.tags, model.aliases),
-        "by_alias": (by_alias.version, by_alias.tags, norm.id(by_alias.run_id, "run"), norm.text(by_alias.source)),
-        "versions": sorted((v.version, v.description, v.tags, v.status) for v in versions),
+        "by_alias": (by_alias.version, unstamped(by_alias.tags), norm.id(by_alias.run_id, "run"), norm.text(by_alias.source)),
+        "versions": sorted((v.version, v.description, unstamped(v.tags), v.status) for v in versions),
     }
 
 

@@ -16,16 +16,16 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_without_a_file_the_defaults_reject_nothing():
+def test_without_a_file_only_identity_stamping_is_on():
     policy = config.load_policy()
-    assert policy.enabled_rules() == []
+    assert policy.enabled_rules() == ["identity"]
     assert policy.source.startswith("built-in defaults")
 
 
 def test_file_in_the_working_directory_is_used(tmp_path):
     (tmp_path / "mlflow-team.toml").write_text("[lossless-values]\n")
     policy = config.load_policy()
-    assert policy.enabled_rules() == ["lossless-values"]
+    assert policy.enabled_rules() == ["lossless-values", "identity"]
     assert policy.source == str(tmp_path / "mlflow-team.toml")
 
 
@@ -34,7 +34,7 @@ def test_env_var_wins_over_the_working_directory(tmp_path, monkeypatch):
     other = tmp_path / "other.toml"
     other.write_text("[protected-deletions]\n")
     monkeypatch.setenv("MLFLOW_TEAM_POLICY", str(other))
-    assert config.load_policy().enabled_rules() == ["protected-deletions"]
+    assert config.load_policy().enabled_rules() == ["protected-deletions", "identity"]
 
 
 def test_env_var_naming_a_missing_file_fails(monkeypatch, tmp_path):
@@ -51,7 +51,9 @@ def test_every_rule_file_parses(tmp_path):
 
 
 def test_enabled_false_switches_a_rule_off(tmp_path):
-    policy = config.load_policy_file(write(tmp_path, "[lossless-values]\nenabled = false\n"))
+    policy = config.load_policy_file(
+        write(tmp_path, "[lossless-values]\nenabled = false\n[identity]\nenabled = false\n")
+    )
     assert policy.enabled_rules() == []
 
 

@@ -17,13 +17,17 @@ def test_every_entry_point_is_registered_by_mlflow():
         (group, scheme)
         for group in ("mlflow.tracking_store", "mlflow.model_registry_store")
         for scheme in TEAM_SCHEMES
+    } | {
+        ("mlflow.run_context_provider", "team-author"),
+        ("mlflow.request_header_provider", "team-author"),
+        ("mlflow.request_auth_provider", "team"),
     }
     assert [row for row in rows if not row[2]] == []
 
 
 def test_entry_point_module_imports_nothing_from_mlflow():
     code = (
-        "import sys, mlflow_team.entrypoints, mlflow_team;"
+        "import sys, mlflow_team.entrypoints, mlflow_team.client_plugins, mlflow_team;"
         "print(sorted(m for m in sys.modules if m == 'mlflow' or m.startswith('mlflow.')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

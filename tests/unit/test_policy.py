@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -10,13 +11,15 @@ from mlflow_team import errors, policy
 from mlflow_team.policy import Policy
 
 
-def test_default_policy_rejects_nothing():
+def test_default_policy_rejects_nothing_but_author_tag_writes():
     none = Policy()
-    assert none.enabled_rules() == []
+    assert none.enabled_rules() == ["identity"]
     policy.check_experiment_name(none, "Anything Goes 1")
     policy.check_registered_model_name(none, "whatever")
     assert policy.fill_required_tags(none, "0", {}) == {}
-    policy.check_tags(none, [("team.author", "me"), ("x", "y" * 10_000)])
+    policy.check_tags(none, [("x", "y" * 10_000)])
+    with pytest.raises(errors.ReservedTag, match=r"\[rule: identity\]"):
+        policy.check_tags(none, [("team.author", "me")])
     policy.check_params(none, [("p", "v" * 10_000)])
     policy.check_metrics(none, [("m", math.inf, 0, 0.5)])
     policy.check_run_delete(none, "r", [("m", "1")])
@@ -81,10 +84,20 @@ def test_deleting_a_required_tag_is_rejected(every_rule):
 
 
 def test_reserved_tag_write_is_forbidden_with_403(every_rule):
+    # With identity stamping off, reserved-tags alone still guards the stamped tags.
+    no_identity = dataclasses.replace(every_rule, identity=None)
     with pytest.raises(errors.ReservedTag, match=r"Tag 'team.author' \(value 'mallory'\) was rejected") as info:
-        policy.check_tags(every_rule, [("team.author", "mallory")])
+        policy.check_tags(no_identity, [("team.author", "mallory")])
     assert info.value.get_http_status_code() == 403
     assert info.value.message.endswith("[rule: reserved-tags]")
+
+
+def test_author_tag_write_is_forbidden_while_identity_is_on(every_rule):
+    for key in ("mlflow.user", "team.author", "team.author_verified"):
+        with pytest.raises(errors.ReservedTag, match=rf"Tag '{key}' \(value 'mallory'\) was rejected: the author tags") as info:
+            policy.check_tags(every_rule, [(key, "mallory")])
+        assert info.value.get_http_status_code() == 403
+        assert info.value.message.endswith("[rule: identity]")
 
 
 def test_reserved_tag_delete_is_forbidden(every_rule):

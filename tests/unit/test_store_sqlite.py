@@ -92,11 +92,15 @@ def test_reserved_tag_cannot_be_set_at_creation(client, experiment_id):
 
 
 def test_reserved_tag_cannot_be_set_later_or_in_a_batch(client, run_id):
+    author = client.get_run(run_id).data.tags["team.author"]
     with pytest.raises(MlflowException, match=r"Tag 'team.author'"):
         client.set_tag(run_id, "team.author", "mallory")
     with pytest.raises(MlflowException, match=r"Tag 'team.author_verified'"):
         client.log_batch(run_id, tags=[RunTag("team.author_verified", "true")])
-    assert "team.author" not in client.get_run(run_id).data.tags
+    with pytest.raises(MlflowException, match=r"Tag 'mlflow.user'"):
+        client.delete_tag(run_id, "mlflow.user")
+    tags = client.get_run(run_id).data.tags
+    assert (tags["team.author"], tags["team.author_verified"], tags["mlflow.user"]) == (author, "false", author)
 
 
 def test_too_long_param_is_rejected_not_truncated(client, run_id):

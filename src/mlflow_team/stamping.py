@@ -1,0 +1,115 @@
+"""Who the author of a new run or model version is, as the store sees the call.
+
+Under ``mlflow server`` (a request of MLflow's own Flask app is being served) the author comes
+from, in order: the user MLflow's auth app authenticated (``--app-name basic-auth``), a signed
+author header that verifies against the policy's keyring, then, where the policy allows unsigned
+identities, the unsigned author header or the client's own ``mlflow.user`` claim. Outside a
+server (the store opened directly on a database) the author is this process's
+:func:`mlflow_team.identity.author`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from mlflow_team import errors, identity, policy, signing
+from mlflow_team.policy import Policy, Stamp
+
+_G_ATTR = "_mlflow_team_stamp"
+#: ``create_run`` in this experiment only reports the identity the server accepts: nothing is made.
+PROBE_EXPERIMENT_ID = "mlflow-team-identity-probe"
+
+
+def current_stamp(team_policy: Policy, claimed: str | None) -> Stamp | None:
+    """The stamp for a create call, None when identity stamping is off. Raises ``IdentityRejected``."""
+    if team_policy.identity is None:
+        return None
+    request, g = _server_request()
+    if request is None:
+        return Stamp(identity.author().name, False, "direct")
+    # One request, one decision: the store retries a call on lock errors, and a signature is
+    # accepted once.
+    memo = getattr(g, _G_ATTR, None)
+    if memo is None:
+        memo = _request_stamp(team_policy, request, g, claimed)
+        setattr(g, _G_ATTR, memo)
+    return memo
+
+
+def _server_request():
+    """``(flask.request, flask.g)`` while MLflow's server app serves a request, else ``(None, None)``."""
+    try:
+        import flask
+    except ImportError:  # pragma: no cover - flask ships with mlflow
+        return None, None
+    if not flask.has_request_context():
+        return None, None
+    if not flask.current_app.import_name.startswith("mlflow.server"):
+        return None, None  # some other Flask app uses the store directly: that is direct mode
+    return flask.request, flask.g
+
+
+def _request_stamp(team_policy: Policy, request, g, claimed: str | None) -> Stamp:
+    rule = team_policy.identity
+    assert rule is not None
+    user = getattr(g, "mlflow_authenticated_user", None)  # set only by MLflow's auth app
+    if user:
+        return Stamp(user, True, "mlflow-auth")
+    header_author = request.headers.get(signing.AUTHOR_HEADER)
+    header_author = signing.decode_author(header_author) if header_author else None
+    if rule.keyring:
+        try:
+            claim = signing.read_claim(request.headers)
+        except signing.Malformed as exc:
+            raise errors.IdentityRejected(errors.SIGNATURE_MALFORMED.format(problem=exc)) from None
+        if claim is not None:
+            _verify(rule, claim, request)
+            return Stamp(claim.author, True, "signature")
+    return policy.unsigned_stamp(team_policy, header_author, claimed)
+
+
+def _verify(rule: policy.IdentityRule, claim: signing.Claim, request) -> None:
+    key = rule.keyring.get(claim.author)
+    if key is None:
+        raise errors.IdentityRejected(errors.AUTHOR_UNKNOWN.format(author=claim.author))
+    age = int(time.time()) - claim.timestamp
+    if abs(age) > rule.max_clock_skew_s:
+        raise errors.IdentityRejected(
+            errors.SIGNATURE_STALE.format(author=claim.author, age=age, skew=rule.max_clock_skew_s)
+        )
+    if claim.digest != signing.body_digest(request.get_data(cache=True)):
+        raise errors.IdentityRejected(errors.SIGNATURE_MISMATCH.format(author=claim.author))
+    query = request.query_string.decode("latin-1")
+    if not signing.matches(key, claim, request.method, request.path, query):
+        raise errors.IdentityRejected(errors.SIGNATURE_MISMATCH.format(author=claim.author))
+    if not _SEEN.first_use(claim.signature, claim.timestamp + rule.max_clock_skew_s):
+        raise errors.IdentityRejected(errors.SIGNATURE_REPLAYED.format(author=claim.author))
+
+
+class _SeenSignatures:
+    """Signatures already accepted by this server process, kept until they would be stale anyway."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until: dict[str, float] = {}
+
+    def first_use(self, sig: str, until: float) -> bool:
+        now = time.time()
+        with self._lock:
+            if len(self._until) > 10_000:
+                self._until = {s: t for s, t in self._until.items() if t >= now}
+            if self._until.get(sig, 0) >= now:
+                return False
+            self._until[sig] = until
+            return True
+
+
+_SEEN = _SeenSignatures()
+
+
+def answer_probe(stamp: Stamp) -> None:
+    """Report the accepted identity to `mlflow-team identity --server` and create nothing."""
+    raise errors.IdentityProbeAnswer(
+        errors.PROBE_ANSWER.format(author=stamp.author, verified=stamp.verified, source=stamp.source)
+    )
