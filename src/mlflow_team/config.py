@@ -9,6 +9,9 @@ Environment variables (read when called, never at import):
     How long a SQLite writer waits for the lock before retrying (default 30000).
 ``MLFLOW_TEAM_LOCK_RETRIES``
     How many times a store call is retried after "database is locked" or a deadlock (default 8).
+``MLFLOW_TEAM_ARTIFACT_WORKERS``
+    Parallel transfers per artifact repository (files of a directory, parts of a large file;
+    default 16).
 
 Client side (author identity, see :mod:`mlflow_team.identity`):
 
@@ -49,7 +52,13 @@ The policy file (TOML), each table a rule, each rule off unless its table is pre
     allow-unsigned = false     # default: true without a keyring, false with one
     max-clock-skew-seconds = 300
 
-Every table also takes ``enabled = false`` to switch its rule off without deleting it.
+    [artifacts]                # how team+s3 stores objects (not a rule: nothing is rejected)
+    object-tags = ["team.name", "team.project", "team.author", "mlflow.run_id", "mlflow.experiment_id"]
+    encryption = "aws:kms"     # "none" (the bucket's default), "AES256" or "aws:kms"
+    kms-key-id = "alias/mlflow"
+    kms-keys = { "finance/" = "alias/finance" }   # experiment-name prefix -> key
+
+Every rule table also takes ``enabled = false`` to switch its rule off without deleting it.
 """
 
 from __future__ import annotations
@@ -61,7 +70,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlflow_team import errors
-from mlflow_team.policy import RULE_IDS, STAMPED_TAGS, IdentityRule, NameRule, Policy
+from mlflow_team.policy import (
+    RULE_IDS,
+    STAMPED_TAGS,
+    ArtifactSettings,
+    IdentityRule,
+    NameRule,
+    Policy,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -72,6 +88,7 @@ POLICY_ENV = "MLFLOW_TEAM_POLICY"
 DEFAULT_POLICY_FILE = "mlflow-team.toml"
 BUSY_TIMEOUT_ENV = "MLFLOW_TEAM_SQLITE_BUSY_TIMEOUT_MS"
 LOCK_RETRIES_ENV = "MLFLOW_TEAM_LOCK_RETRIES"
+ARTIFACT_WORKERS_ENV = "MLFLOW_TEAM_ARTIFACT_WORKERS"
 AUTHOR_ENV = "MLFLOW_TEAM_AUTHOR"
 AUTHOR_KEY_ENV = "MLFLOW_TEAM_AUTHOR_KEY"
 AUTHOR_KEY_FILE_ENV = "MLFLOW_TEAM_AUTHOR_KEY_FILE"
@@ -88,6 +105,7 @@ _RULE_KEYS = {
     "lossless-values": {"enabled"},
     "reserved-tags": {"enabled", "extra"},
     "identity": {"enabled", "keyring", "allow-unsigned", "max-clock-skew-seconds"},
+    "artifacts": {"object-tags", "encryption", "kms-key-id", "kms-keys"},
 }
 _RULE_EXAMPLES = {
     "experiment-name": "pattern = '^[a-z0-9-]+/[a-z0-9-]+$' and example = 'vision/resnet'",
@@ -97,6 +115,7 @@ _RULE_EXAMPLES = {
     "lossless-values": "enabled = true",
     "reserved-tags": "extra = ['team.cost-center']",
     "identity": "keyring = 'keyring.toml' and allow-unsigned = false",
+    "artifacts": "encryption = 'aws:kms' and kms-keys = { 'finance/' = 'arn:aws:kms:...:key/...' }",
 }
 
 
@@ -122,6 +141,10 @@ def sqlite_busy_timeout_ms() -> int:
 
 def lock_retries() -> int:
     return _int_env(LOCK_RETRIES_ENV, 8)
+
+
+def artifact_workers() -> int:
+    return max(1, _int_env(ARTIFACT_WORKERS_ENV, 16))
 
 
 def client_identity_on() -> bool:
@@ -218,7 +241,8 @@ def parse_policy(
     """Validate a decoded policy document; raises ``_Invalid`` naming the key and value."""
     for key, table in data.items():
         if key not in _RULE_KEYS:
-            raise _Invalid(errors.POLICY_UNKNOWN_RULE.format(key=key, known=", ".join(RULE_IDS)))
+            known = ", ".join([*RULE_IDS, "artifacts"])
+            raise _Invalid(errors.POLICY_UNKNOWN_RULE.format(key=key, known=known))
         if not isinstance(table, dict):
             raise _Invalid(
                 f"{key} = {table!r} must be a table, written [{key}]. "
@@ -279,6 +303,8 @@ def parse_policy(
     fields["identity"] = (
         _identity_rule(table, base_dir or Path.cwd()) if table.get("enabled", True) else None
     )
+    if "artifacts" in data:
+        fields["artifacts"] = _artifact_settings(data["artifacts"])
     reserved_required = set(fields.get("required_tags", ())) & set(fields.get("reserved_tags", ()))
     if reserved_required:
         raise _Invalid(
@@ -287,6 +313,47 @@ def parse_policy(
             "tags = ['team.name']."
         )
     return Policy(**fields)
+
+
+_MAX_OBJECT_TAGS = 9  # S3 allows 10 tags per object; one stays free for the bucket's own rules
+_ENCRYPTIONS = {"none": None, "AES256": "AES256", "aws:kms": "aws:kms"}
+
+
+def _artifact_settings(table: dict[str, Any]) -> ArtifactSettings:
+    def invalid(key: str, rule: str) -> _Invalid:
+        return _Invalid(
+            errors.ARTIFACT_SETTINGS_INVALID.format(
+                key=key, value=table[key], rule=rule, example=_RULE_EXAMPLES["artifacts"]
+            )
+        )
+
+    fields: dict[str, Any] = {}
+    if "object-tags" in table:
+        tags = table["object-tags"]
+        if not (isinstance(tags, list) and all(isinstance(t, str) and t for t in tags)):
+            raise invalid("object-tags", "it must be a list of run tag keys (or [] for none)")
+        if len(tags) > _MAX_OBJECT_TAGS:
+            raise invalid("object-tags", f"S3 keeps at most 10 tags per object; name {_MAX_OBJECT_TAGS} or fewer")
+        fields["object_tags"] = tuple(dict.fromkeys(tags))
+    if "encryption" in table:
+        if table["encryption"] not in _ENCRYPTIONS:
+            raise invalid("encryption", "it must be one of 'none', 'AES256', 'aws:kms'")
+        fields["encryption"] = _ENCRYPTIONS[table["encryption"]]
+    if "kms-key-id" in table:
+        if not isinstance(table["kms-key-id"], str) or not table["kms-key-id"]:
+            raise invalid("kms-key-id", "it must be a KMS key id, alias or ARN")
+        fields["kms_key_id"] = table["kms-key-id"]
+    if "kms-keys" in table:
+        keys = table["kms-keys"]
+        if not isinstance(keys, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) and v for k, v in keys.items()
+        ):
+            raise invalid("kms-keys", "it must map experiment-name prefixes to KMS key ids")
+        fields["kms_keys"] = dict(keys)
+    if (fields.get("kms_key_id") or fields.get("kms_keys")) and fields.get("encryption") != "aws:kms":
+        key = "kms-keys" if "kms-keys" in table else "kms-key-id"
+        raise invalid(key, "KMS keys are used only with encryption = 'aws:kms'; add that line")
+    return ArtifactSettings(**fields)
 
 
 def _identity_rule(table: dict[str, Any], base_dir: Path) -> IdentityRule:

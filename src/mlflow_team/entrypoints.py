@@ -20,3 +20,15 @@ def registry_store(store_uri: str, **kwargs: Any):
     from mlflow_team.registry_store import build
 
     return build(store_uri, **kwargs)
+
+
+def file_artifact_repository(artifact_uri: str, **kwargs: Any):
+    from mlflow_team.artifacts.local import TeamLocalArtifactRepository
+
+    return TeamLocalArtifactRepository(artifact_uri, **kwargs)
+
+
+def s3_artifact_repository(artifact_uri: str, **kwargs: Any):
+    from mlflow_team.artifacts.s3 import TeamS3ArtifactRepository
+
+    return TeamS3ArtifactRepository(artifact_uri, **kwargs)

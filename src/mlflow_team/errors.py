@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
+    DATA_LOSS,
     INVALID_PARAMETER_VALUE,
     PERMISSION_DENIED,
+    RESOURCE_DOES_NOT_EXIST,
     UNAUTHENTICATED,
 )
 
@@ -177,6 +179,45 @@ SCHEMA_OUT_OF_DATE = (
     "expected {expected}). Take a backup, then run: mlflow-team db upgrade {uri}"
 )
 
+# --- artifacts -------------------------------------------------------------------------------
+
+ARTIFACT_PATH_REJECTED = (
+    "The {what} {path!r} was rejected: artifact paths must stay inside the artifact root, so "
+    "absolute paths and '..' segments (also percent-encoded) are not allowed. Use a relative "
+    "path such as 'model/weights.bin'."
+)
+ARTIFACT_DELETE_REFUSED = (
+    "Deleting the artifacts at {path!r} was refused: a deletion may cover one run's, logged "
+    "model's or trace's artifacts (a path like '<experiment>/<run id>/artifacts/...') and "
+    "nothing wider, so the artifact root and whole experiments are never deleted through the "
+    "repository. Delete runs instead (mlflow.delete_run, then mlflow gc)."
+)
+CHECKSUM_MISMATCH = (
+    "Artifact {artifact!r} failed its integrity check: its SHA-256 is {actual} but {expected} "
+    "was recorded when it was logged, so the stored copy is damaged or was changed outside "
+    "MLflow. Nothing was written to {destination!r}. Log the artifact again from its source, or "
+    "restore the object from a backup or an earlier S3 version."
+)
+S3_BUCKET_MISSING = (
+    "The bucket {bucket!r} of {uri!r} does not exist (or is not visible to these credentials). "
+    "Create it (aws s3 mb s3://{bucket}) or fix the artifact root, for example "
+    "--default-artifact-root team+s3://my-bucket/mlflow."
+)
+S3_NO_CREDENTIALS = (
+    "No AWS credentials were found for {uri!r}. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+    "or AWS_PROFILE, or run where an instance/role profile provides them (the standard AWS "
+    "credential chain is used, as by stock MLflow)."
+)
+S3_ACCESS_DENIED = (
+    "Access to {uri!r} was denied by S3 ({operation}: {detail}). The credentials in use need "
+    "s3:PutObject, s3:GetObject, s3:ListBucket, s3:PutObjectTagging and s3:DeleteObject on the "
+    "bucket and prefix (and kms:GenerateDataKey/kms:Decrypt for aws:kms encryption)."
+)
+S3_REQUEST_FAILED = "S3 {operation} on {uri!r} failed: {detail}"
+ARTIFACT_SETTINGS_INVALID = (
+    "[artifacts] {key} = {value!r} was rejected: {rule}. For example: {example}"
+)
+
 
 def preview(value: object, limit: int = 80) -> str:
     """``repr`` of a value, shortened so a message never carries a whole blob."""
@@ -238,3 +279,38 @@ class IdentityProbeAnswer(MlflowException):
 
     def __init__(self, message: str):
         super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+class ArtifactPathRejected(MlflowException):
+    """An artifact path that would leave the repository's root."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+class ArtifactDeletionRefused(MlflowException):
+    """A deletion wider than one run's (or model's, or trace's) artifacts."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=PERMISSION_DENIED)
+
+
+class ChecksumMismatch(MlflowException):
+    """A stored artifact whose bytes no longer match the SHA-256 recorded at upload."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=DATA_LOSS)
+
+
+class ArtifactStorageError(MlflowException):
+    """S3 refused or failed a request; the message says which and what to do."""
+
+    def __init__(self, message: str, error_code: int = INVALID_PARAMETER_VALUE):
+        super().__init__(message, error_code=error_code)
+
+
+ARTIFACT_ERROR_CODES = {
+    "missing": RESOURCE_DOES_NOT_EXIST,
+    "denied": PERMISSION_DENIED,
+    "credentials": UNAUTHENTICATED,
+}

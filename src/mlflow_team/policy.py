@@ -41,6 +41,35 @@ class IdentityRule:
     max_clock_skew_s: int = 300
 
 
+#: Object tags the team+s3 repository puts on every artifact unless the policy names others.
+DEFAULT_OBJECT_TAGS = ("team.name", "team.project", "team.author", "mlflow.run_id", "mlflow.experiment_id")
+
+
+@dataclass(frozen=True)
+class ArtifactSettings:
+    """How team+s3 stores objects: which run values become object tags, and the encryption."""
+
+    object_tags: tuple[str, ...] = DEFAULT_OBJECT_TAGS
+    encryption: str | None = None  # None (the bucket's default), "AES256" or "aws:kms"
+    kms_key_id: str | None = None  # aws:kms key for experiments no prefix below matches
+    kms_keys: Mapping[str, str] = field(default_factory=dict)  # experiment-name prefix -> key
+
+    def encryption_for(self, experiment_name: str | None) -> dict[str, str]:
+        """The upload arguments for an artifact of ``experiment_name``; the longest prefix wins."""
+        if self.encryption is None:
+            return {}
+        if self.encryption == "AES256":
+            return {"ServerSideEncryption": "AES256"}
+        key = self.kms_key_id
+        matches = [p for p in self.kms_keys if experiment_name and experiment_name.startswith(p)]
+        if matches:
+            key = self.kms_keys[max(matches, key=len)]
+        args = {"ServerSideEncryption": "aws:kms"}
+        if key:
+            args["SSEKMSKeyId"] = key
+        return args
+
+
 @dataclass(frozen=True)
 class Stamp:
     """The author the store writes, and whether anything vouched for it."""
@@ -72,6 +101,7 @@ class Policy:
     lossless_values: bool = False
     reserved_tags: tuple[str, ...] = ()
     identity: IdentityRule | None = field(default_factory=IdentityRule)
+    artifacts: ArtifactSettings = field(default_factory=ArtifactSettings)
     source: str = "built-in defaults (identity stamping only)"
 
     def enabled_rules(self) -> list[str]:

@@ -48,19 +48,21 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def default_artifact_root(url: str) -> str:
-    """Where artifacts go when nobody says: as stock does, except beside a SQLite file.
+    """Where artifacts go when nobody says: a ``team+file`` folder (atomic, checksummed).
 
-    Inside ``mlflow server`` the server's own artifact root wins, exactly like stock MLflow.
+    Beside a SQLite file it is ``mlruns/`` next to the database, as stock puts it; for other
+    databases stock's ``./mlruns``. Inside ``mlflow server`` the server's own artifact root wins,
+    exactly like stock MLflow.
     """
     server_root = os.environ.get("_MLFLOW_SERVER_ARTIFACT_ROOT")
     if server_root:
         return server_root
     path = sqlite_path(url)
     if path is not None:
-        return str(path.parent / "mlruns")
+        return "team+" + (path.parent / "mlruns").as_uri()
     from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
 
-    return DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    return "team+" + Path(DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH).resolve().as_uri()
 
 
 def read_replica_url() -> str | None:

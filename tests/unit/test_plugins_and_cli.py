@@ -21,13 +21,16 @@ def test_every_entry_point_is_registered_by_mlflow():
         ("mlflow.run_context_provider", "team-author"),
         ("mlflow.request_header_provider", "team-author"),
         ("mlflow.request_auth_provider", "team"),
+        ("mlflow.artifact_repository", "team+file"),
+        ("mlflow.artifact_repository", "team+s3"),
     }
     assert [row for row in rows if not row[2]] == []
 
 
 def test_entry_point_module_imports_nothing_from_mlflow():
     code = (
-        "import sys, mlflow_team.entrypoints, mlflow_team.client_plugins, mlflow_team;"
+        "import sys, mlflow_team.entrypoints, mlflow_team.client_plugins, mlflow_team,"
+        " mlflow_team.artifacts;"
         "print(sorted(m for m in sys.modules if m == 'mlflow' or m.startswith('mlflow.')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

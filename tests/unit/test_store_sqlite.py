@@ -44,7 +44,11 @@ def test_store_is_the_team_store_for_tracking_and_registry(client):
 
 def test_default_artifact_root_is_beside_the_database(client, tmp_path, experiment_id):
     location = client.get_experiment(experiment_id).artifact_location
-    assert location.startswith(str(tmp_path / "mlruns"))
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    # MLflow writes the child URI as team+file:/abs/path (no empty authority): the same place.
+    assert location.startswith("team+file:")
+    assert local_file_uri_to_path(location[len("team+"):]) == str(tmp_path / "mlruns" / experiment_id)
 
 
 def test_sqlite_runs_in_wal_mode(client, tmp_path):
@@ -243,7 +247,9 @@ def test_gc_refuses_before_deleting_files_of_a_registered_run(tmp_path, policy_f
     )
     assert result.returncode != 0
     assert f"Run '{run.info.run_id}' cannot be deleted" in result.stderr
-    artifact_dir = run.info.artifact_uri.replace("file://", "")
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    artifact_dir = local_file_uri_to_path(run.info.artifact_uri.removeprefix("team+"))
     assert os.path.exists(os.path.join(artifact_dir, "model", "weights.txt"))
     assert lax.get_run(run.info.run_id).info.lifecycle_stage == "deleted"
 

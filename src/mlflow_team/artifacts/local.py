@@ -1,0 +1,244 @@
+"""``team+file:///path``: local artifacts that are atomic and verified (the embedded default).
+
+Every file is written to a hidden temporary file in its destination folder, fsynced, given its
+SHA-256 and only then renamed into place, so a crash never leaves a half-written artifact under
+its final name. Reads check the digest; a damaged file raises ``ChecksumMismatch`` and nothing is
+written to the destination. Directories are copied by a bounded thread pool.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO
+
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+from mlflow_team import config, errors
+from mlflow_team.artifacts import integrity
+
+SCHEME = "team+file"
+_TEMP_PREFIX = ".artifact.uploading."  # MLflow's own staging prefix: its listings skip it too
+
+
+def to_file_uri(uri: str) -> str:
+    """``team+file:///x`` -> ``file:///x`` (what MLflow's local repository understands)."""
+    return uri[len("team+") :] if uri.startswith(SCHEME + ":") else uri
+
+
+class TeamLocalArtifactRepository(LocalArtifactRepository):
+    """Atomic, checksummed local artifacts; MLflow's ``LocalArtifactRepository`` otherwise."""
+
+    def __init__(
+        self,
+        artifact_uri: str,
+        tracking_uri: str | None = None,
+        registry_uri: str | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(to_file_uri(artifact_uri), tracking_uri=tracking_uri, registry_uri=registry_uri)
+        # Keep the team+ scheme in the URI MLflow derives child URIs from.
+        self.artifact_uri = artifact_uri
+
+    @property
+    def max_workers(self) -> int:
+        return config.artifact_workers()
+
+    # --- writing -------------------------------------------------------------------------
+
+    def _write_atomically(self, source: BinaryIO, destination: str, mode: int | None) -> None:
+        folder = os.path.dirname(destination)
+        fd, temp_path = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX)
+        try:
+            with os.fdopen(fd, "wb") as temp:
+                digest = integrity.copy_hashing(source, temp)
+                temp.flush()
+                os.fsync(temp.fileno())
+            if mode is not None:
+                os.chmod(temp_path, mode)
+            integrity.store_digest(temp_path, destination, digest)
+            os.replace(temp_path, destination)
+        except BaseException:
+            integrity.drop_digest(temp_path)
+            try:
+                os.remove(temp_path)
+            except OSError:
+                pass
+            raise
+
+    def _destination(self, file_name: str, artifact_path: str | None) -> str:
+        artifact_path = integrity.safe_relative_path(artifact_path) or None
+        integrity.safe_relative_path(os.path.basename(file_name), "artifact file name")
+        _, destination = self._get_destination_artifact_path(file_name, artifact_path)
+        return destination
+
+    def log_artifact(self, local_file, artifact_path=None):
+        destination = self._destination(local_file, artifact_path)
+        try:
+            if os.path.samefile(local_file, destination):
+                return
+        except FileNotFoundError:
+            pass
+        with open(local_file, "rb") as source:
+            self._write_atomically(source, destination, _umask_mode())
+
+    def log_artifact_from_stream(self, stream, artifact_file_name, artifact_path=None):
+        destination = self._destination(artifact_file_name, artifact_path)
+        self._write_atomically(stream, destination, _umask_mode())
+
+    async def log_artifact_from_async_stream(self, chunks, artifact_file_name, artifact_path=None):
+        import asyncio
+
+        destination = self._destination(artifact_file_name, artifact_path)
+        spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
+        try:
+            async for chunk in chunks:
+                await asyncio.to_thread(spool.write, chunk)
+            spool.seek(0)
+            await asyncio.to_thread(self._write_atomically, spool, destination, _umask_mode())
+        finally:
+            spool.close()
+
+    def log_artifacts(self, local_dir, artifact_path=None):
+        artifact_path = integrity.safe_relative_path(artifact_path) or None
+        root = self._get_or_create_artifact_dir(artifact_path)
+        local_dir = os.path.abspath(local_dir)
+        jobs = []
+        for folder, _, files in os.walk(local_dir):
+            relative = os.path.relpath(folder, local_dir)
+            target_dir = root if relative == "." else os.path.join(root, relative)
+            os.makedirs(target_dir, exist_ok=True)
+            jobs.extend((os.path.join(folder, f), os.path.join(target_dir, f)) for f in files)
+        mode = _umask_mode()
+
+        def copy(job: tuple[str, str]) -> None:
+            with open(job[0], "rb") as source:
+                self._write_atomically(source, job[1], mode)
+
+        _run_all(copy, jobs, self.max_workers)
+
+    # --- reading -------------------------------------------------------------------------
+
+    def list_artifacts(self, path=None):
+        if path:
+            integrity.safe_relative_path(path)
+        infos = super().list_artifacts(path)
+        return [info for info in infos if not integrity.is_sidecar(os.path.basename(info.path))]
+
+    def _source_file(self, artifact_path: str) -> str:
+        relative = integrity.safe_relative_path(artifact_path)
+        source = os.path.join(self.artifact_dir, os.path.normpath(relative))
+        if not os.path.isfile(source):
+            raise MlflowException(
+                f"No such artifact: {artifact_path!r} in {self.artifact_uri}",
+                error_code=RESOURCE_DOES_NOT_EXIST,
+            )
+        return source
+
+    def _download_file(self, remote_file_path, local_path):
+        source = self._source_file(remote_file_path)
+        expected = integrity.stored_digest(source)
+        folder = os.path.dirname(os.path.abspath(local_path))
+        fd, temp_path = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX)
+        try:
+            with os.fdopen(fd, "wb") as temp, open(source, "rb") as handle:
+                actual = integrity.copy_hashing(handle, temp)
+            if expected is not None and actual != expected:
+                raise errors.ChecksumMismatch(
+                    errors.CHECKSUM_MISMATCH.format(
+                        artifact=remote_file_path, actual=actual, expected=expected,
+                        destination=local_path,
+                    )
+                )
+            shutil.copystat(source, temp_path)
+            os.replace(temp_path, local_path)
+        except BaseException:
+            try:
+                os.remove(temp_path)
+            except OSError:
+                pass
+            raise
+
+    def _verify_in_place(self, local_path: str, shown: str) -> None:
+        paths = [local_path] if os.path.isfile(local_path) else [
+            os.path.join(folder, name)
+            for folder, _, names in os.walk(local_path)
+            for name in names
+            if not name.startswith(_TEMP_PREFIX) and not integrity.is_sidecar(name)
+        ]
+
+        def verify(path: str) -> None:
+            expected = integrity.stored_digest(path)
+            if expected is None:
+                return
+            actual = integrity.sha256_of_file(path)
+            if actual != expected:
+                artifact = os.path.relpath(path, self.artifact_dir).replace(os.sep, "/")
+                raise errors.ChecksumMismatch(
+                    errors.CHECKSUM_MISMATCH.format(
+                        artifact=artifact, actual=actual, expected=expected, destination=shown
+                    )
+                )
+
+        _run_all(verify, paths, self.max_workers)
+
+    def get_local_path(self, artifact_path):
+        local_path = super().get_local_path(artifact_path)
+        self._verify_in_place(local_path, "(served in place)")
+        return local_path
+
+    def download_artifacts(self, artifact_path, dst_path=None):
+        if dst_path:
+            return integrity.download_checked(super().download_artifacts, artifact_path, dst_path)
+        # Stock hands back the stored files themselves; check them before anyone loads them.
+        local_path = super().download_artifacts(artifact_path, None)
+        self._verify_in_place(local_path, "(returned in place)")
+        return local_path
+
+    # --- deleting ------------------------------------------------------------------------
+
+    def delete_artifacts(self, artifact_path=None):
+        relative = integrity.safe_relative_path(artifact_path)
+        target = os.path.join(self.artifact_dir, os.path.normpath(relative)) if relative else self.artifact_dir
+        integrity.check_deletion_scope(target.replace(os.sep, "/"), artifact_path or self.artifact_uri)
+        if os.path.isfile(target):
+            os.remove(target)
+            integrity.drop_digest(target)
+        elif os.path.isdir(target):
+            shutil.rmtree(target)
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask_mode() -> int:
+    """The mode ``open()`` would give a new file (the umask can only be read by setting it)."""
+    with _UMASK_LOCK:
+        current = os.umask(0)
+        os.umask(current)
+    return 0o666 & ~current
+
+
+def _run_all(function, items, workers: int) -> None:
+    """Run ``function`` over ``items`` on a bounded pool; raise the first failure after all end."""
+    if not items:
+        return
+    if len(items) == 1 or workers <= 1:
+        for item in items:
+            function(item)
+        return
+    with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="mlflow-team") as pool:
+        futures = [pool.submit(function, item) for item in items]
+        failure = None
+        for future in futures:
+            try:
+                future.result()
+            except BaseException as exc:  # keep the first, let the others finish
+                failure = failure or exc
+        if failure is not None:
+            raise failure
