@@ -5,6 +5,7 @@ and the one rule for deletions (never wider than one run's, model's or trace's a
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import posixpath
 import re
@@ -12,6 +13,8 @@ from typing import BinaryIO, Callable
 from urllib.parse import unquote
 
 from mlflow_team import errors
+
+_logger = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 #: Extended attribute that holds a team+file artifact's SHA-256 (hex), set before the rename.
@@ -73,6 +76,16 @@ def check_deletion_scope(full_path: str, shown: str) -> None:
     """Refuse to delete anything but one run's, logged model's or trace's artifacts (or inside)."""
     if not _OWNER_ROOT.search(full_path.strip("/")):
         raise errors.ArtifactDeletionRefused(errors.ARTIFACT_DELETE_REFUSED.format(path=shown))
+
+
+def mismatch(artifact: str, actual: str, expected: str, destination: str) -> errors.ChecksumMismatch:
+    """The error for a damaged artifact, also logged: MLflow's ``runs:/`` downloads swallow the
+    repository's exception and say only "please ensure that the path is correct"."""
+    message = errors.CHECKSUM_MISMATCH.format(
+        artifact=artifact, actual=actual, expected=expected, destination=destination
+    )
+    _logger.error("mlflow-team: %s", message)
+    return errors.ChecksumMismatch(message)
 
 
 def download_checked(download, *args):

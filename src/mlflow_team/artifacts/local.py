@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-from mlflow_team import config, errors
+from mlflow_team import config
 from mlflow_team.artifacts import integrity
 
 SCHEME = "team+file"
@@ -149,12 +149,7 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
             with os.fdopen(fd, "wb") as temp, open(source, "rb") as handle:
                 actual = integrity.copy_hashing(handle, temp)
             if expected is not None and actual != expected:
-                raise errors.ChecksumMismatch(
-                    errors.CHECKSUM_MISMATCH.format(
-                        artifact=remote_file_path, actual=actual, expected=expected,
-                        destination=local_path,
-                    )
-                )
+                raise integrity.mismatch(remote_file_path, actual, expected, local_path)
             shutil.copystat(source, temp_path)
             os.replace(temp_path, local_path)
         except BaseException:
@@ -179,11 +174,7 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
             actual = integrity.sha256_of_file(path)
             if actual != expected:
                 artifact = os.path.relpath(path, self.artifact_dir).replace(os.sep, "/")
-                raise errors.ChecksumMismatch(
-                    errors.CHECKSUM_MISMATCH.format(
-                        artifact=artifact, actual=actual, expected=expected, destination=shown
-                    )
-                )
+                raise integrity.mismatch(artifact, actual, expected, shown)
 
         _run_all(verify, paths, self.max_workers)
 

@@ -196,7 +196,7 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
                 client.put_object(
                     Bucket=bucket, Key=key, Body=body,
                     Metadata={**args.pop("Metadata", {}), META_SHA256: digest.hex()},
-                    ChecksumSHA256=base64.b64encode(digest).decode(), **args,
+                    ChecksumAlgorithm="SHA256", ChecksumSHA256=base64.b64encode(digest).decode(), **args,
                 )
                 return
             from boto3.s3.transfer import TransferConfig
@@ -256,7 +256,7 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
             self._get_s3_client().put_object(
                 Bucket=bucket, Key=key, Body=data, ContentType="application/octet-stream",
                 Metadata={META_SHA256: digest.hex()},
-                ChecksumSHA256=base64.b64encode(digest).decode(), **args,
+                ChecksumAlgorithm="SHA256", ChecksumSHA256=base64.b64encode(digest).decode(), **args,
             )
         except Exception as exc:
             raise self._fail(exc, "upload", key) from exc
@@ -293,12 +293,7 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
             if expected:
                 actual = integrity.sha256_of_file(temp_path)
                 if actual != expected:
-                    raise errors.ChecksumMismatch(
-                        errors.CHECKSUM_MISMATCH.format(
-                            artifact=remote_file_path, actual=actual, expected=expected,
-                            destination=local_path,
-                        )
-                    )
+                    raise integrity.mismatch(remote_file_path, actual, expected, local_path)
             os.replace(temp_path, local_path)
         except Exception as exc:
             if fd is not None:
