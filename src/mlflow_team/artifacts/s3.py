@@ -393,6 +393,7 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         import hashlib
 
         client = self._get_s3_client()
+        tag_set = client.get_object_tagging(Bucket=bucket, Key=key, **self._bucket_owner_params)["TagSet"]
         response = client.get_object(Bucket=bucket, Key=key, **self._bucket_owner_params)
         digest = hashlib.sha256()
         for chunk in response["Body"].iter_chunks(integrity.CHUNK):
@@ -400,7 +401,6 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         extra = {
             "Metadata": {**(response.get("Metadata") or {}), META_SHA256: digest.hexdigest()},
             "MetadataDirective": "REPLACE",
-            "TaggingDirective": "COPY",
         }
         for name in ("ContentType", "ContentEncoding"):
             if response.get(name):
@@ -410,6 +410,10 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         if response.get("SSEKMSKeyId"):
             extra["SSEKMSKeyId"] = response["SSEKMSKeyId"]
         client.copy({"Bucket": bucket, "Key": key}, bucket, key, ExtraArgs=extra)
+        if tag_set:  # a large copy goes part by part, and parts carry no tags
+            client.put_object_tagging(
+                Bucket=bucket, Key=key, Tagging={"TagSet": tag_set}, **self._bucket_owner_params
+            )
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -1,0 +1,155 @@
+"""team+s3 through the three ways a team runs MLflow, against moto's S3 server on 127.0.0.1:
+no server, a server whose clients write to S3 themselves, and a server that proxies artifacts."""
+
+from __future__ import annotations
+
+import os
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from tests.helpers.server import free_port, mlflow_server
+
+boto3 = pytest.importorskip("boto3")
+pytest.importorskip("moto")
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+BUCKET = "team-bucket"
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto_endpoint, monkeypatch):
+    env = {
+        "MLFLOW_S3_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=moto_endpoint)
+    if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+        client.create_bucket(Bucket=BUCKET)
+    return client, env
+
+
+def _fit():
+    from sklearn.linear_model import LinearRegression
+
+    return LinearRegression().fit([[0.0], [1.0], [2.0]], [1.0, 3.0, 5.0])
+
+
+def _log_register_load(name: str):
+    with mlflow.start_run(tags={"team.project": "taxi"}) as run:
+        mlflow.log_metric("rmse", 5.2)
+        mlflow.sklearn.log_model(_fit(), name="model", registered_model_name=name)
+    MlflowClient().set_registered_model_alias(name, "champion", "1")
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    assert loaded.predict([[3.0]])[0] == pytest.approx(7.0)
+    return run
+
+
+def _assert_verified_and_tagged(s3_client, prefix: str, run) -> list[str]:
+    keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+    assert any(k.endswith("MLmodel") for k in keys), keys
+    for key in keys:
+        assert len(s3_client.head_object(Bucket=BUCKET, Key=key)["Metadata"].get("sha256", "")) == 64, key
+        tags = {t["Key"]: t["Value"] for t in s3_client.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]}
+        assert tags.get("mlflow.experiment_id") == run.info.experiment_id, (key, tags)
+        assert tags.get("team.project") == "taxi", (key, tags)
+    return keys
+
+
+def test_no_server_team_store_with_team_s3_artifacts(s3, tmp_path):
+    client, _ = s3
+    uri = f"team+sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    mlflow.set_experiment(experiment_id=MlflowClient().create_experiment(
+        "taxi-direct", artifact_location=f"team+s3://{BUCKET}/no-server"))
+    run = _log_register_load("taxi-direct")
+    _assert_verified_and_tagged(client, "no-server/", run)
+
+
+def test_clients_write_to_s3_themselves_behind_a_server(s3, tmp_path):
+    client, env = s3
+    with mlflow_server(
+        f"team+sqlite:///{tmp_path}/mlflow.db", tmp_path, env=env,
+        extra=["--default-artifact-root", f"team+s3://{BUCKET}/client-direct", "--no-serve-artifacts"],
+    ) as url:
+        mlflow.set_tracking_uri(url)
+        mlflow.set_registry_uri(url)
+        mlflow.set_experiment("taxi-client-direct")
+        run = _log_register_load("taxi-client-direct")
+        assert run.info.artifact_uri.startswith(f"team+s3://{BUCKET}/client-direct/")
+        _assert_verified_and_tagged(client, "client-direct/", run)
+
+
+def test_a_proxying_server_stores_verified_tagged_objects_and_refuses_wide_deletes(s3, tmp_path, monkeypatch):
+    import requests
+
+    client, env = s3
+    with mlflow_server(
+        f"team+sqlite:///{tmp_path}/mlflow.db", tmp_path, env=env,
+        extra=["--artifacts-destination", f"team+s3://{BUCKET}/proxied"],
+    ) as url:
+        # The client has no S3 settings at all: everything goes through the server.
+        for name in env:
+            monkeypatch.delenv(name)
+        mlflow.set_tracking_uri(url)
+        mlflow.set_registry_uri(url)
+        mlflow.set_experiment("taxi-proxied")
+        run = _log_register_load("taxi-proxied")
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
+        keys = _assert_verified_and_tagged(client, "proxied/", run)
+
+        # Stock turns a DELETE of an experiment folder into deleting all of its runs' files.
+        experiment_folder = f"{run.info.experiment_id}"
+        response = requests.delete(f"{url}/api/2.0/mlflow-artifacts/artifacts/{experiment_folder}", timeout=30)
+        assert response.status_code == 403, response.text
+        assert "nothing wider" in response.json()["message"]
+        after = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="proxied/").get("Contents", [])]
+        assert sorted(after) == sorted(keys)
+
+
+def test_proxied_multipart_upload_ends_verified(s3, tmp_path, monkeypatch):
+    client, env = s3
+    with mlflow_server(
+        f"team+sqlite:///{tmp_path}/mlflow.db", tmp_path, env=env,
+        extra=["--artifacts-destination", f"team+s3://{BUCKET}/multipart"],
+    ) as url:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.delenv(name)
+        monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "true")
+        monkeypatch.setenv("MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE", str(5 * 1024 * 1024))
+        monkeypatch.setenv("MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE", str(5 * 1024 * 1024))
+        mlflow.set_tracking_uri(url)
+        mlflow.set_experiment("taxi-multipart")
+        big = tmp_path / "big.bin"
+        big.write_bytes(os.urandom(12 * 1024 * 1024))
+        with mlflow.start_run(tags={"team.project": "taxi"}) as run:
+            mlflow.log_artifact(str(big))
+        key = next(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="multipart/")["Contents"])
+        head = client.head_object(Bucket=BUCKET, Key=key)
+        import hashlib
+
+        # Parts go from the client straight to S3; the server records the digest on completion.
+        assert head["Metadata"]["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
+        tags = {t["Key"]: t["Value"] for t in client.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]}
+        assert tags["mlflow.run_id"] == run.info.run_id
+        out = tmp_path / "out"
+        out.mkdir()
+        local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="big.bin", dst_path=str(out))
+        assert open(local, "rb").read() == big.read_bytes()
