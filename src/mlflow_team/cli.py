@@ -222,6 +222,39 @@ def identity_new_key() -> None:
     click.echo(secrets.token_hex(32))
 
 
+@cli.group("artifacts")
+def artifacts_group() -> None:
+    """Look after team+s3 artifact storage."""
+
+
+@artifacts_group.command("clean-up")
+@click.argument("uri")
+@click.option(
+    "--older-than-hours", default=24.0, show_default=True, type=click.FloatRange(min=0),
+    help="Abort only multipart uploads started longer ago than this (0: all unfinished ones).",
+)
+def artifacts_clean_up(uri: str, older_than_hours: float) -> None:
+    """Abort unfinished multipart uploads under URI (team+s3://bucket/prefix).
+
+    A process killed while uploading a large artifact leaves its parts in the bucket, invisible
+    but billed; nothing of them ever shows up as an artifact.
+    """
+    from datetime import timedelta
+
+    from mlflow.exceptions import MlflowException
+
+    if not uri.startswith("team+s3://"):
+        raise click.BadParameter(f"{uri!r} is not a team+s3:// URI, for example team+s3://my-bucket/mlflow")
+    from mlflow_team.artifacts.s3 import TeamS3ArtifactRepository
+
+    try:
+        aborted = TeamS3ArtifactRepository(uri).clean_up(timedelta(hours=older_than_hours))
+    except MlflowException as exc:
+        click.echo(f"[ERROR] {exc.message}", err=True)
+        sys.exit(1)
+    click.echo(f"aborted {aborted} unfinished multipart upload(s) under {uri}")
+
+
 def probe_server(server: str) -> tuple[bool, str]:
     """Ask SERVER's team store which author it would stamp on a request from here."""
     import mlflow

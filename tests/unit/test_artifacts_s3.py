@@ -203,3 +203,19 @@ def test_object_tag_settings_are_validated(tmp_path, monkeypatch):
     bad.write_text("[artifacts]\nobject-tags = [%s]\n" % ", ".join(f"'t{i}'" for i in range(10)))
     with pytest.raises(errors.PolicyFileError, match=r"at most 10 tags per object"):
         load_policy_file(bad)
+
+
+def test_clean_up_command_aborts_unfinished_uploads(s3):
+    from click.testing import CliRunner
+
+    from mlflow_team.cli import cli
+
+    s3.create_multipart_upload(Bucket=BUCKET, Key="mlflow/1/" + "c" * 32 + "/artifacts/big.bin")
+    s3.create_multipart_upload(Bucket=BUCKET, Key="elsewhere/big.bin")
+    result = CliRunner().invoke(cli, ["artifacts", "clean-up", f"team+s3://{BUCKET}/mlflow", "--older-than-hours", "0"])
+    assert result.exit_code == 0, result.output
+    assert "aborted 1 unfinished multipart upload(s)" in result.output
+    left = [u["Key"] for u in s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])]
+    assert left == ["elsewhere/big.bin"]
+    result = CliRunner().invoke(cli, ["artifacts", "clean-up", "s3://x/y"])
+    assert result.exit_code == 2 and "is not a team+s3:// URI" in result.output
