@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 from mlflow_team import errors
 from mlflow_team.artifacts import owner
-from mlflow_team.artifacts.s3 import PART_SIZE, TeamS3ArtifactRepository
+from mlflow_team.artifacts.s3 import PART_SIZE, TeamS3ArtifactRepository, _client
 
 boto3 = pytest.importorskip("boto3")
 moto = pytest.importorskip("moto")
@@ -27,6 +27,7 @@ def s3(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     owner.clear_cache()
+    _client.cache_clear()  # boto3 clients keep the credentials they were built with
     with moto.mock_aws():
         client = boto3.client("s3")
         client.create_bucket(Bucket=BUCKET)
@@ -148,6 +149,7 @@ def test_no_credentials_says_where_credentials_come_from(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", "http://127.0.0.1:9")  # never leaves loopback
+    _client.cache_clear()  # boto3 clients keep the credentials they were built with
     repo = TeamS3ArtifactRepository(f"team+s3://{BUCKET}/x/1/" + "b" * 32 + "/artifacts")
     path = tmp_path / "a.txt"
     path.write_text("x")
