@@ -149,7 +149,8 @@ def test_no_credentials_says_where_credentials_come_from(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", "http://127.0.0.1:9")  # never leaves loopback
-    _client.cache_clear()  # boto3 clients keep the credentials they were built with
+    _client.cache_clear()  # boto3 clients keep the credentials they were built with,
+    boto3.setup_default_session()  # and boto3's default session keeps the first ones it found
     repo = TeamS3ArtifactRepository(f"team+s3://{BUCKET}/x/1/" + "b" * 32 + "/artifacts")
     path = tmp_path / "a.txt"
     path.write_text("x")
