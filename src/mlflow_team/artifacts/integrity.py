@@ -9,6 +9,7 @@ import logging
 import os
 import posixpath
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Callable
 from urllib.parse import unquote
 
@@ -160,3 +161,23 @@ def _remove_quietly(path: str) -> None:
         os.remove(path)
     except OSError:
         pass
+
+
+def run_all(function, items, workers: int) -> None:
+    """Run ``function`` over ``items`` on a bounded pool; raise the first failure after all end."""
+    if not items:
+        return
+    if len(items) == 1 or workers <= 1:
+        for item in items:
+            function(item)
+        return
+    with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="mlflow-team") as pool:
+        futures = [pool.submit(function, item) for item in items]
+        failure = None
+        for future in futures:
+            try:
+                future.result()
+            except BaseException as exc:  # keep the first, let the others finish
+                failure = failure or exc
+        if failure is not None:
+            raise failure

@@ -12,7 +12,6 @@ import os
 import shutil
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 from mlflow.exceptions import MlflowException
@@ -120,7 +119,7 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
             with open(job[0], "rb") as source:
                 self._write_atomically(source, job[1], mode)
 
-        _run_all(copy, jobs, self.max_workers)
+        integrity.run_all(copy, jobs, self.max_workers)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -176,7 +175,7 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
                 artifact = os.path.relpath(path, self.artifact_dir).replace(os.sep, "/")
                 raise integrity.mismatch(artifact, actual, expected, shown)
 
-        _run_all(verify, paths, self.max_workers)
+        integrity.run_all(verify, paths, self.max_workers)
 
     def get_local_path(self, artifact_path):
         local_path = super().get_local_path(artifact_path)
@@ -213,23 +212,3 @@ def _umask_mode() -> int:
         current = os.umask(0)
         os.umask(current)
     return 0o666 & ~current
-
-
-def _run_all(function, items, workers: int) -> None:
-    """Run ``function`` over ``items`` on a bounded pool; raise the first failure after all end."""
-    if not items:
-        return
-    if len(items) == 1 or workers <= 1:
-        for item in items:
-            function(item)
-        return
-    with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="mlflow-team") as pool:
-        futures = [pool.submit(function, item) for item in items]
-        failure = None
-        for future in futures:
-            try:
-                future.result()
-            except BaseException as exc:  # keep the first, let the others finish
-                failure = failure or exc
-        if failure is not None:
-            raise failure

@@ -35,7 +35,6 @@ from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 
 from mlflow_team import config, errors
 from mlflow_team.artifacts import integrity, owner
-from mlflow_team.artifacts.local import _run_all
 
 _logger = logging.getLogger(__name__)
 
@@ -136,8 +135,8 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         """An S3/botocore error as an MlflowException that says what to do."""
         from botocore.exceptions import ClientError, NoCredentialsError
 
-        uri = f"{SCHEME}://{self.parse_s3_compliant_uri(self.artifact_uri)[0]}/{key}".rstrip("/")
         bucket = self.parse_s3_compliant_uri(self.artifact_uri)[0]
+        uri = f"{SCHEME}://{bucket}/{key}".rstrip("/")
         if isinstance(exc, MlflowException):
             return exc
         if isinstance(exc, NoCredentialsError):
@@ -244,7 +243,7 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
                 args["ContentEncoding"] = guessed_encoding
             self._upload(job[0], bucket, job[1], args)
 
-        _run_all(upload, jobs, self.max_workers)
+        integrity.run_all(upload, jobs, self.max_workers)
 
     def upload_archived_trace_data_bytes(self, data: bytes) -> None:
         from mlflow.tracing.otel.otel_archival import TRACE_ARCHIVAL_FILENAME
