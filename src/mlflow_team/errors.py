@@ -13,6 +13,7 @@ from mlflow.protos.databricks_pb2 import (
     INVALID_PARAMETER_VALUE,
     PERMISSION_DENIED,
     RESOURCE_DOES_NOT_EXIST,
+    TEMPORARILY_UNAVAILABLE,
     UNAUTHENTICATED,
 )
 
@@ -210,8 +211,14 @@ S3_NO_CREDENTIALS = (
 )
 S3_ACCESS_DENIED = (
     "Access to {uri!r} was denied by S3 ({operation}: {detail}). The credentials in use need "
-    "s3:PutObject, s3:GetObject, s3:ListBucket, s3:PutObjectTagging and s3:DeleteObject on the "
-    "bucket and prefix (and kms:GenerateDataKey/kms:Decrypt for aws:kms encryption)."
+    "s3:PutObject, s3:GetObject, s3:ListBucket, s3:PutObjectTagging, s3:DeleteObject, "
+    "s3:ListBucketMultipartUploads and s3:AbortMultipartUpload on the bucket and prefix (and "
+    "kms:GenerateDataKey/kms:Decrypt for aws:kms encryption)."
+)
+S3_BAD_CREDENTIALS = (
+    "S3 did not accept the credentials used for {uri!r} ({operation}: {detail}). The access key "
+    "is unknown, the secret does not match it, or the session token has expired: check "
+    "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or AWS_PROFILE."
 )
 S3_REQUEST_FAILED = "S3 {operation} on {uri!r} failed: {detail}"
 ARTIFACT_SETTINGS_INVALID = (
@@ -313,4 +320,6 @@ ARTIFACT_ERROR_CODES = {
     "missing": RESOURCE_DOES_NOT_EXIST,
     "denied": PERMISSION_DENIED,
     "credentials": UNAUTHENTICATED,
+    "rejected": INVALID_PARAMETER_VALUE,  # S3 answered 4xx to the request itself
+    "unavailable": TEMPORARILY_UNAVAILABLE,  # connection failures, S3 5xx: worth a retry
 }

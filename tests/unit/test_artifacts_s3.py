@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from datetime import timedelta
 
@@ -54,15 +56,22 @@ def test_a_directory_uploads_with_sha256_and_run_tags_and_round_trips(s3, run, t
     (src / "sub").mkdir(parents=True)
     for i in range(12):
         (src / f"f{i}.json").write_text('{"i": %d}' % i)
-    (src / "sub" / "big.bin").write_bytes(os.urandom(PART_SIZE + 5_000_000))  # multipart up, ranged down
+    big = os.urandom(PART_SIZE + 5_000_000)
+    (src / "sub" / "big.bin").write_bytes(big)  # multipart up, ranged down
     client = MlflowClient()
     client.log_artifacts(run.info.run_id, str(src), "data")
 
     keys = _objects(s3)
     assert len(keys) == 13
     for key in keys:
-        head = s3.head_object(Bucket=BUCKET, Key=key)
-        assert len(head["Metadata"]["sha256"]) == 64
+        head = s3.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
+        if key.endswith("big.bin"):  # multipart: S3's composite SHA-256 of the parts' SHA-256s
+            parts = [hashlib.sha256(chunk).digest() for chunk in (big[:PART_SIZE], big[PART_SIZE:])]
+            composite = base64.b64encode(hashlib.sha256(b"".join(parts)).digest()).decode()
+            assert head["ChecksumSHA256"] in (composite, f"{composite}-2")  # moto's HEAD drops "-2"
+            assert head["Metadata"]["sha256-part-size"] == str(PART_SIZE)
+        else:
+            assert len(head["Metadata"]["sha256"]) == 64
         tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]}
         assert tags == {
             "team.name": "risk", "team.project": "fraud", "team.author": run.data.tags["team.author"],
@@ -100,6 +109,30 @@ def test_a_corrupted_object_is_detected_and_nothing_is_written(s3, run, tmp_path
         MlflowClient().download_artifacts(run.info.run_id, "model/model.pkl", str(out))
     assert "'model/model.pkl' failed its integrity check" in caplog.text
     assert [p for p in out.rglob("*") if p.is_file()] == []
+
+
+def test_a_corrupted_multipart_object_is_detected_by_its_composite_checksum(s3, run, tmp_path):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(os.urandom(2 * PART_SIZE + 1000))
+    MlflowClient().log_artifact(run.info.run_id, str(path), "model")
+    key = next(k for k in _objects(s3) if k.endswith("model/weights.bin"))
+    # Bytes of the third part flipped where S3 keeps them (its checksum untouched): disk rot.
+    from moto.s3.models import s3_backends
+
+    stored = s3_backends["123456789012"]["global"].buckets[BUCKET].keys[key]
+    damaged = bytearray(stored.value)
+    damaged[-10] ^= 0xFF
+    stored.value = bytes(damaged)
+    out = tmp_path / "out"
+    out.mkdir()
+    repo = TeamS3ArtifactRepository(run.info.artifact_uri)
+    with pytest.raises(errors.ChecksumMismatch, match=r"Artifact 'model/weights.bin' failed its integrity check"):
+        repo.download_artifacts("model/weights.bin", str(out))
+    assert [p for p in out.rglob("*") if p.is_file()] == []
+    # An intact one comes down whole.
+    stored.value = path.read_bytes()
+    repo.download_artifacts("model/weights.bin", str(out))
+    assert (out / "model" / "weights.bin").read_bytes() == path.read_bytes()
 
 
 def test_encryption_follows_the_policy_per_experiment_prefix(s3, tmp_path, monkeypatch):

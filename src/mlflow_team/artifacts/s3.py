@@ -7,10 +7,14 @@ credential chain; plus ``MLFLOW_TEAM_ARTIFACT_WORKERS`` (parallel transfers, def
 policy's ``[artifacts]`` table (object tags, encryption).
 
 - Uploads: the files of a directory go up in parallel; a file over ``PART_SIZE`` goes up in
-  parallel parts. Every object carries its SHA-256 in its metadata (``x-amz-meta-sha256``), and
-  single-request uploads also send it as S3's own ``ChecksumSHA256``, which S3 checks on receipt.
-- Downloads: one ranged request for a small file; a large one in parallel ranges. The bytes are
-  checked against the recorded SHA-256 before the file appears at its destination.
+  parallel parts. A single-request upload carries its SHA-256 in its metadata
+  (``x-amz-meta-sha256``) and as S3's own ``ChecksumSHA256``, which S3 checks on receipt. A
+  multipart upload sends each part's SHA-256 (computed as the part goes up, so no pass over the
+  whole file comes first) and S3 keeps the composite checksum (SHA-256 of the parts' digests,
+  ``<base64>-<parts>``); the part size goes in the metadata (``x-amz-meta-sha256-part-size``).
+- Downloads: one ranged request for a small file; a large one in parallel ranges, each range
+  hashed by the thread that fetched it. The bytes are checked against the recorded SHA-256 (or
+  the composite checksum) before the file appears at its destination.
 - A multipart upload that was killed is aborted by the next upload of the same key, or by
   ``mlflow-team artifacts clean-up``.
 """
@@ -18,6 +22,7 @@ policy's ``[artifacts]`` table (object tags, encryption).
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 import posixpath
@@ -43,6 +48,8 @@ MB = 1024 * 1024
 #: Files up to this size go up in one request and come down in one; larger ones in parts.
 PART_SIZE = 16 * MB
 META_SHA256 = "sha256"
+#: Part size of a multipart upload whose composite SHA-256 S3 keeps.
+META_PART_SIZE = "sha256-part-size"
 _TEMP_PREFIX = ".artifact.downloading."
 
 
@@ -139,29 +146,36 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         uri = f"{SCHEME}://{bucket}/{key}".rstrip("/")
         if isinstance(exc, MlflowException):
             return exc
-        if isinstance(exc, NoCredentialsError):
-            return errors.ArtifactStorageError(
-                errors.S3_NO_CREDENTIALS.format(uri=uri), errors.ARTIFACT_ERROR_CODES["credentials"]
-            )
-        if isinstance(exc, ClientError):
-            code = exc.response.get("Error", {}).get("Code", "")
-            detail = exc.response.get("Error", {}).get("Message", "") or code
+        cause = _root_cause(exc)  # boto3's upload_file wraps S3's answer in S3UploadFailedError
+        codes = errors.ARTIFACT_ERROR_CODES
+        if isinstance(cause, NoCredentialsError):
+            return errors.ArtifactStorageError(errors.S3_NO_CREDENTIALS.format(uri=uri), codes["credentials"])
+        if isinstance(cause, ClientError):
+            code = cause.response.get("Error", {}).get("Code", "")
+            detail = cause.response.get("Error", {}).get("Message", "") or code
+            status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
             if code == "NoSuchBucket":
                 return errors.ArtifactStorageError(
-                    errors.S3_BUCKET_MISSING.format(bucket=bucket, uri=uri),
-                    errors.ARTIFACT_ERROR_CODES["missing"],
+                    errors.S3_BUCKET_MISSING.format(bucket=bucket, uri=uri), codes["missing"]
                 )
-            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"):
+                return errors.ArtifactStorageError(
+                    errors.S3_BAD_CREDENTIALS.format(uri=uri, operation=operation, detail=detail),
+                    codes["credentials"],
+                )
+            if code in ("AccessDenied", "403"):
                 return errors.ArtifactStorageError(
                     errors.S3_ACCESS_DENIED.format(uri=uri, operation=operation, detail=detail),
-                    errors.ARTIFACT_ERROR_CODES["denied"],
+                    codes["denied"],
                 )
             if code in ("NoSuchKey", "404"):
-                return errors.ArtifactStorageError(
-                    f"No such artifact: {uri!r}.", errors.ARTIFACT_ERROR_CODES["missing"]
-                )
+                return errors.ArtifactStorageError(f"No such artifact: {uri!r}.", codes["missing"])
+            return errors.ArtifactStorageError(
+                errors.S3_REQUEST_FAILED.format(operation=operation, uri=uri, detail=exc),
+                codes["rejected"] if 400 <= status < 500 else codes["unavailable"],
+            )
         return errors.ArtifactStorageError(
-            errors.S3_REQUEST_FAILED.format(operation=operation, uri=uri, detail=exc)
+            errors.S3_REQUEST_FAILED.format(operation=operation, uri=uri, detail=exc), codes["unavailable"]
         )
 
     # --- what every object carries -------------------------------------------------------
@@ -200,11 +214,14 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
                 return
             from boto3.s3.transfer import TransferConfig
 
-            digest = integrity.sha256_of_file(local_file)
             self._abort_stale_uploads(bucket, key, older_than=None)
             client.upload_file(
                 Filename=local_file, Bucket=bucket, Key=key,
-                ExtraArgs={**args, "Metadata": {**args.get("Metadata", {}), META_SHA256: digest}},
+                ExtraArgs={
+                    **args,
+                    "ChecksumAlgorithm": "SHA256",  # per part; S3 composes them
+                    "Metadata": {**args.get("Metadata", {}), META_PART_SIZE: str(PART_SIZE)},
+                },
                 Config=TransferConfig(
                     multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE,
                     max_concurrency=self.max_workers, use_threads=True,
@@ -262,6 +279,14 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
 
     # --- downloads -----------------------------------------------------------------------
 
+    def list_artifacts(self, path=None):
+        if path:
+            integrity.safe_relative_path(path)  # raises for a path that leaves the root
+        try:
+            return super().list_artifacts(path)
+        except Exception as exc:
+            raise self._fail(exc, "list", self._key(path)[1]) from exc
+
     def download_artifacts(self, artifact_path, dst_path=None):
         return integrity.download_checked(super().download_artifacts, artifact_path, dst_path)
 
@@ -282,17 +307,16 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
                 else:
                     raise
             total = _total_size(first)
-            expected = (first.get("Metadata") or {}).get(META_SHA256)
+            metadata = first.get("Metadata") or {}
             with os.fdopen(fd, "wb") as out:
                 fd = None
-                out.write(first["Body"].read())
+                head = first["Body"].read()
+                out.write(head)
+                digests = [hashlib.sha256(head).digest()]
                 if total > PART_SIZE:
                     out.truncate(total)
-                    self._fetch_ranges(client, bucket, key, out.fileno(), total, first.get("ETag"))
-            if expected:
-                actual = integrity.sha256_of_file(temp_path)
-                if actual != expected:
-                    raise integrity.mismatch(remote_file_path, actual, expected, local_path)
+                    digests += self._fetch_ranges(client, bucket, key, out.fileno(), total, first.get("ETag"))
+            self._verify(client, bucket, key, metadata, temp_path, digests, remote_file_path, local_path)
             os.replace(temp_path, local_path)
         except Exception as exc:
             if fd is not None:
@@ -303,21 +327,50 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
                 pass
             raise self._fail(exc, "download", key) from exc
 
-    def _fetch_ranges(self, client, bucket, key, fileno, total, etag) -> None:
+    def _verify(self, client, bucket, key, metadata, temp_path, digests, artifact, destination) -> None:
+        """Check a downloaded file against the object's recorded SHA-256, whichever kind it has.
+
+        ``digests`` are the SHA-256s of the file's ``PART_SIZE`` ranges, taken as they came in.
+        """
+        expected = metadata.get(META_SHA256)
+        if expected:  # the whole file's SHA-256 (single-request uploads, proxied multipart)
+            actual = digests[0].hex() if len(digests) == 1 else integrity.sha256_of_file(temp_path)
+        elif metadata.get(META_PART_SIZE):  # S3's composite checksum of a multipart upload
+            head = client.head_object(
+                Bucket=bucket, Key=key, ChecksumMode="ENABLED", **self._bucket_owner_params
+            )
+            stored = head.get("ChecksumSHA256") or ""
+            if not stored:
+                return  # the endpoint kept no checksum: nothing to compare with
+            part_size = int(metadata[META_PART_SIZE])
+            if part_size != PART_SIZE:
+                digests = _part_digests(temp_path, part_size)
+            actual = _composite(digests)
+            # S3 writes `<base64>-<parts>`; some endpoints (moto's HEAD) leave the count off.
+            expected = stored if "-" in stored else f"{stored}-{len(digests)}"
+        else:
+            return  # not uploaded by mlflow-team (stock MLflow, aws s3 cp): no checksum recorded
+        if actual != expected:
+            raise integrity.mismatch(artifact, actual, expected, destination)
+
+    def _fetch_ranges(self, client, bucket, key, fileno, total, etag) -> list[bytes]:
+        """Fetch ``PART_SIZE`` ranges after the first in parallel; return their SHA-256s in order."""
         ranges = [(start, min(start + PART_SIZE, total) - 1) for start in range(PART_SIZE, total, PART_SIZE)]
 
-        def fetch(span: tuple[int, int]) -> None:
+        def fetch(span: tuple[int, int]) -> bytes:
             extra = {"IfMatch": etag} if etag else {}  # all parts of one version of the object
             response = client.get_object(
                 Bucket=bucket, Key=key, Range=f"bytes={span[0]}-{span[1]}",
                 **extra, **self._bucket_owner_params,
             )
-            body, offset = response["Body"], span[0]
+            body, offset, digest = response["Body"], span[0], hashlib.sha256()
             while chunk := body.read(integrity.CHUNK):
                 os.pwrite(fileno, chunk, offset)
+                digest.update(chunk)
                 offset += len(chunk)
+            return digest.digest()
 
-        _part_pool(self.max_workers).map_all(fetch, ranges)
+        return _part_pool(self.max_workers).map_all(fetch, ranges)
 
     # --- deletion and clean-up -----------------------------------------------------------
 
@@ -389,8 +442,6 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         self._record_digest(bucket, key)
 
     def _record_digest(self, bucket: str, key: str) -> None:
-        import hashlib
-
         client = self._get_s3_client()
         tag_set = client.get_object_tagging(Bucket=bucket, Key=key, **self._bucket_owner_params)["TagSet"]
         response = client.get_object(Bucket=bucket, Key=key, **self._bucket_owner_params)
@@ -430,10 +481,33 @@ def _object_tags(keys: tuple[str, ...], values: dict[str, str]) -> str:
     return urllib.parse.urlencode(pairs)
 
 
-def _sha256(data: bytes) -> bytes:
-    import hashlib
+def _root_cause(exc: BaseException) -> BaseException:
+    """The S3/botocore error under wrappers such as boto3's ``S3UploadFailedError``."""
+    from botocore.exceptions import BotoCoreError, ClientError
 
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, (ClientError, BotoCoreError)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return exc
+
+
+def _sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+def _composite(digests: list[bytes]) -> str:
+    """S3's composite checksum of a multipart object: SHA-256 of the parts' SHA-256s."""
+    return f"{base64.b64encode(hashlib.sha256(b''.join(digests)).digest()).decode()}-{len(digests)}"
+
+
+def _part_digests(path: str, part_size: int) -> list[bytes]:
+    digests = []
+    with open(path, "rb") as handle:
+        while part := handle.read(part_size):
+            digests.append(hashlib.sha256(part).digest())
+    return digests
 
 
 def _total_size(response: dict) -> int:
@@ -457,16 +531,17 @@ class _PartPool:
         self.workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlflow-team-part")
 
-    def map_all(self, function, items) -> None:
+    def map_all(self, function, items) -> list:
         futures = [self._pool.submit(function, item) for item in items]
-        failure = None
+        failure, results = None, []
         for future in futures:
             try:
-                future.result()
+                results.append(future.result())
             except Exception as exc:
                 failure = failure or exc
         if failure is not None:
             raise failure
+        return results
 
 
 _POOLS: dict[int, _PartPool] = {}
