@@ -1,0 +1,208 @@
+"""One ``fmin`` as a parent MLflow run (the patch of ``hyperopt.fmin.FMinIter.exhaust``).
+
+``FMinIter.exhaust`` is where every ``fmin`` (``hyperopt.fmin``, ``Trials.fmin``, a resumed
+``trials_save_file``) runs its search, so patching it catches calls made through a reference
+taken before autologging was turned on (``from hyperopt import fmin``).
+
+The parent run is the active run, or one this creates and ends. It gets the search's settings as
+params when the search starts, and when it ends: the best point as ``best.*`` params, counts,
+best loss and time as metrics, why it stopped as a tag, and artifacts (the search space as JSON,
+``trials.csv``, plots).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from mlflow_team.hyperopt import report, trial
+
+_logger = logging.getLogger(__name__)
+
+TAG_STOP_REASON = "hyperopt.stop_reason"
+TAG_BEST_TID = "hyperopt.best_tid"
+TAG_BEST_RUN_ID = "hyperopt.best_run_id"
+#: hyperopt attachment of a Trials object: the parent run of the last search that used it.
+PARENT_ATTACHMENT = "mlflow_team.parent_run_id"
+TAG_RESUMED_FROM = "hyperopt.resumed_from"
+
+
+def exhaust(original, fmin_iter, *args, **kwargs):
+    """``FMinIter.exhaust`` inside a parent run, with a summary when the search ends."""
+    import mlflow
+
+    from mlflow_team.hyperopt import FLAVOR_NAME
+    from mlflow.utils.autologging_utils import get_autologging_config
+
+    domain, trials = fmin_iter.domain, fmin_iter.trials
+    if getattr(domain, trial.PARENT_ATTRIBUTE, None) is not None:  # a search inside a search
+        return original(fmin_iter, *args, **kwargs)
+
+    own_run = mlflow.active_run() is None
+    previous_parent = _attachment(trials, PARENT_ATTACHMENT)
+    tags = {TAG_RESUMED_FROM: previous_parent} if previous_parent else {}
+    if own_run:
+        run = mlflow.start_run(run_name=f"hyperopt-{report.algo_name(fmin_iter.algo)}", tags=tags)
+    else:
+        run = mlflow.active_run()
+    run_id = run.info.run_id
+    search = trial.SearchContext(
+        parent_run_id=run_id,
+        experiment_id=run.info.experiment_id,
+        log_trial_runs=bool(get_autologging_config(FLAVOR_NAME, "log_trial_runs", True)),
+    )
+    stop = _StopRecorder(fmin_iter)
+    before = {t["tid"] for t in trials._dynamic_trials}
+    try:
+        _start(fmin_iter, run_id, tags if not own_run else {}, before)
+        setattr(domain, trial.PARENT_ATTRIBUTE, search)
+        _republish_domain(fmin_iter)
+        if trials.attachments is not None:
+            trials.attachments[PARENT_ATTACHMENT] = run_id.encode()
+    except Exception as exc:
+        if own_run:
+            mlflow.end_run("FAILED")
+        raise exc
+
+    started = time.perf_counter()
+    try:
+        result = original(fmin_iter, *args, **kwargs)
+    except BaseException as exc:
+        _quietly(lambda: _summarise(fmin_iter, run_id, time.perf_counter() - started, _reason_of(exc), before))
+        _quietly(lambda: delattr(domain, trial.PARENT_ATTRIBUTE))
+        if own_run:
+            _quietly(lambda: mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"))
+        raise
+    try:
+        delattr(domain, trial.PARENT_ATTRIBUTE)
+        _summarise(fmin_iter, run_id, time.perf_counter() - started, stop.reason(started), before)
+    finally:
+        if own_run:
+            mlflow.end_run("FINISHED")
+    return result
+
+
+def _start(fmin_iter, run_id: str, tags: dict, before: set) -> None:
+    """The search's settings, as params, in one batch."""
+    from mlflow.entities import Param, RunTag
+
+    queued = sum(1 for t in fmin_iter.trials._dynamic_trials if t["state"] == 0)  # JOB_STATE_NEW
+    settings = {
+        "algo": report.algo_name(fmin_iter.algo),
+        "max_evals": fmin_iter.max_evals,
+        "timeout": fmin_iter.timeout,
+        "loss_threshold": fmin_iter.loss_threshold,
+        "seed": report.seed_of(fmin_iter.rstate),
+        "early_stop_fn": report.callable_name(fmin_iter.early_stop_fn),
+        "max_queue_len": fmin_iter.max_queue_len,
+        "points_to_evaluate": queued or None,
+        "trials_before": (len(before) - queued) or None,
+    }
+    trial.log_batch(
+        run_id,
+        params=[Param(k, str(v)) for k, v in settings.items() if v is not None],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
+
+
+def _summarise(fmin_iter, run_id: str, seconds: float, reason: str, before: set) -> None:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
+
+    from mlflow_team.hyperopt import FLAVOR_NAME
+    from mlflow.utils.autologging_utils import get_autologging_config
+
+    trials, domain = fmin_iter.trials, fmin_iter.domain
+    table = report.TrialTable(domain.expr, trials)
+    now = int(time.time() * 1000)
+    metrics = {f"trials_{status}": count for status, count in table.counts().items()}
+    metrics["trials_evaluated"] = sum(1 for row in table.rows if row["tid"] not in before)
+    metrics["total_time_s"] = seconds
+    tags = {TAG_STOP_REASON: reason}
+    params = {}
+    best = table.best()
+    if best is not None:
+        if best["loss"] is not None and math.isfinite(best["loss"]):
+            metrics["best_loss"] = best["loss"]
+        tags[TAG_BEST_TID] = str(best["tid"])
+        if best["run_id"]:
+            tags[TAG_BEST_RUN_ID] = best["run_id"]
+        params = {f"best.{k}": v for k, v in best["params"].items()}
+    trial.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        params=[Param(k, v) for k, v in params.items()],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
+    client = MlflowClient()
+    client.log_text(run_id, report.space_json(domain.expr), "hyperopt/search_space.json")
+    client.log_text(run_id, table.csv(), "hyperopt/trials.csv")
+    if get_autologging_config(FLAVOR_NAME, "log_plots", True) and table.rows:
+        for name, figure in report.plots(table):
+            client.log_figure(run_id, figure, f"hyperopt/{name}.png")
+
+
+class _StopRecorder:
+    """Wraps the search's ``early_stop_fn`` to learn whether it is what ended the search."""
+
+    def __init__(self, fmin_iter) -> None:
+        self.fmin_iter = fmin_iter
+        self.early_stopped = False
+        user_fn = fmin_iter.early_stop_fn
+        if user_fn is not None:
+            def early_stop_fn(*args, **kwargs):
+                stop, more = user_fn(*args, **kwargs)
+                if stop:
+                    self.early_stopped = True
+                return stop, more
+
+            fmin_iter.early_stop_fn = early_stop_fn
+
+    def reason(self, started: float) -> str:
+        it = self.fmin_iter
+        if self.early_stopped:
+            return "early_stop_fn"
+        if getattr(it, "is_cancelled", False):
+            return "cancelled"
+        losses = [loss for loss in it.trials.losses() if loss is not None and not math.isnan(loss)]
+        if it.loss_threshold is not None and losses and min(losses) < it.loss_threshold:
+            return "loss_threshold"
+        if it.timeout is not None and time.perf_counter() - started >= it.timeout:
+            return "timeout"
+        if len(it.trials) >= it.max_evals:
+            return "max_evals"
+        return "search_space_exhausted"
+
+
+def _reason_of(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return f"error: {type(exc).__name__}: {exc}"[:5000]
+
+
+def _republish_domain(fmin_iter) -> None:
+    """Asynchronous Trials hand workers a pickled domain made in ``FMinIter.__init__``; publish
+    it again so workers in other processes see the parent run."""
+    trials = fmin_iter.trials
+    if fmin_iter.asynchronous and "FMinIter_Domain" in (trials.attachments or {}):
+        from hyperopt.utils import pickler
+
+        trials.attachments["FMinIter_Domain"] = pickler.dumps(fmin_iter.domain)
+
+
+def _attachment(trials, key: str) -> str | None:
+    try:
+        value = (trials.attachments or {}).get(key)
+    except Exception:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode()
+    return value or None
+
+
+def _quietly(action) -> None:
+    try:
+        action()
+    except Exception as exc:
+        _logger.warning("mlflow-team hyperopt autologging: %s", exc)

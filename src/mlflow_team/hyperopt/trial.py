@@ -1,0 +1,128 @@
+"""One hyperopt trial as a nested MLflow run (the patch of ``hyperopt.base.Domain.evaluate``).
+
+The trial's run is the active run while the objective runs, so the user's own ``mlflow.log_*``
+calls and MLflow's framework autologging land in it. Its params and results go in one
+``log_batch`` after the objective returns: logged first, they would clash with an autologger
+that logs the same names with other spellings (``4`` against hyperopt's ``4.0``), which MLflow
+refuses; where such a clash happens anyway, the value already on the run stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from mlflow_team.hyperopt import space
+
+_logger = logging.getLogger(__name__)
+
+#: Attribute set on a ``hyperopt.base.Domain`` while its search logs to MLflow: pickled with the
+#: domain, so trials evaluated in other threads or processes find their parent run.
+PARENT_ATTRIBUTE = "_mlflow_team_search"
+#: Per-trial hyperopt attachment that holds the trial's run id (kept in a saved Trials file).
+RUN_ID_ATTACHMENT = "mlflow_team.run_id"
+TAG_TID = "hyperopt.tid"
+TAG_STATUS = "hyperopt.status"
+TAG_ERROR = "hyperopt.error"
+_SKIPPED_RESULT_KEYS = {"loss", "status", "attachments"}
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """What a trial needs to know about its search (small and picklable)."""
+
+    parent_run_id: str
+    experiment_id: str
+    log_trial_runs: bool = True
+
+
+def evaluate(original, domain, config, ctrl, *args, **kwargs):
+    """``Domain.evaluate`` with the trial in its own nested run."""
+    import mlflow
+
+    search: SearchContext | None = getattr(domain, PARENT_ATTRIBUTE, None)
+    if search is None or not search.log_trial_runs:
+        return original(domain, config, ctrl, *args, **kwargs)
+
+    trial = getattr(ctrl, "current_trial", None) or {}
+    tid = trial.get("tid")
+    stack_top = mlflow.active_run()
+    # Same thread as the search: the parent is the active run. Another thread or process: name it.
+    parent = None if stack_top is not None else search.parent_run_id
+    run = mlflow.start_run(
+        experiment_id=search.experiment_id,
+        run_name=f"trial-{tid}" if tid is not None else "trial",
+        nested=True,
+        parent_run_id=parent,
+        tags={TAG_TID: str(tid)} if tid is not None else None,
+    )
+    run_id = run.info.run_id
+    if ctrl is not None and tid is not None:
+        _quietly(lambda: ctrl.attachments.__setitem__(RUN_ID_ATTACHMENT, run_id.encode()))
+    started = time.perf_counter()
+    try:
+        result = original(domain, config, ctrl, *args, **kwargs)
+    except BaseException as exc:
+        duration = time.perf_counter() - started
+        _quietly(lambda: _finish(run_id, domain, config, None, duration, exc))
+        _quietly(lambda: mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"))
+        raise
+    duration = time.perf_counter() - started
+    try:
+        _finish(run_id, domain, config, result, duration, None)
+    finally:
+        mlflow.end_run("FINISHED")
+    return result
+
+
+def _finish(run_id: str, domain, config, result, duration: float, error: BaseException | None) -> None:
+    """One ``log_batch``: the trial's params, its results and its status."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    params = space.flatten(space.resolve(domain.expr, config))
+    metrics = {"trial_duration_s": duration}
+    tags = {}
+    if error is not None:
+        tags[TAG_STATUS] = "error"
+        tags[TAG_ERROR] = f"{type(error).__name__}: {error}"[:5000]
+    else:
+        tags[TAG_STATUS] = str(result.get("status", ""))
+        if result.get("loss") is not None:
+            metrics["loss"] = float(result["loss"])
+        extra = {k: v for k, v in result.items() if k not in _SKIPPED_RESULT_KEYS}
+        metrics.update(space.numbers(extra))
+    log_batch(
+        run_id,
+        metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+        params=[Param(k, v) for k, v in params.items()],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
+
+
+def log_batch(run_id: str, metrics=(), params=(), tags=()) -> None:
+    """``MlflowClient.log_batch``, keeping a value already logged under a param's name.
+
+    MLflow refuses to change a param; an autologger inside the objective may have logged the
+    same name first (``max_depth=4`` against hyperopt's ``4.0``). Then ours is left out.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        client.log_batch(run_id, metrics=list(metrics), params=list(params), tags=list(tags))
+    except MlflowException as exc:
+        if not params or "param" not in str(exc).lower():
+            raise
+        existing = client.get_run(run_id).data.params
+        kept = [p for p in params if p.key not in existing]
+        client.log_batch(run_id, metrics=list(metrics), params=kept, tags=list(tags))
+
+
+def _quietly(action) -> None:
+    try:
+        action()
+    except Exception as exc:  # a failure of ours never replaces the user's own exception
+        _logger.warning("mlflow-team hyperopt autologging: %s", exc)
