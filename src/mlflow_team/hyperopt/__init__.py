@@ -23,6 +23,7 @@ def autolog(
     exclusive: bool = False,
     log_trial_runs: bool = True,
     log_plots: bool = True,
+    extra_tags: dict[str, str] | None = None,
 ) -> None:
     """Log every hyperopt search to MLflow.
 
@@ -33,6 +34,9 @@ def autolog(
             is then left alone).
         log_trial_runs: a nested run per trial (``trial-<tid>``), active while the objective runs.
         log_plots: PNG plots on the parent run (loss by trial, loss against each numeric param).
+        extra_tags: tags for every run this creates (a policy's required tags, for example).
+            Trial runs also inherit the parent's ``team.name``, ``team.project`` and the
+            policy's required tags.
     """
     from mlflow.utils.import_hooks import register_post_import_hook
 
@@ -46,13 +50,34 @@ def _patch(hyperopt_module) -> None:
         from hyperopt.fmin import FMinIter
         from mlflow.utils.autologging_utils import safe_patch
 
-        from mlflow_team.hyperopt import search, trial
+        from mlflow_team.hyperopt import search
 
         safe_patch(FLAVOR_NAME, FMinIter, "exhaust", search.exhaust)
-        safe_patch(FLAVOR_NAME, Domain, "evaluate", trial.evaluate)
+        _patch_trials(Domain)
     except Exception as exc:
         import logging
 
         logging.getLogger(__name__).warning(
             "mlflow-team: hyperopt autologging could not be set up (%s); searches are not logged.", exc
         )
+
+
+def _patch_trials(domain_class) -> None:
+    """``Domain.evaluate``, patched the way ``safe_patch`` patches (reverted with the others), but
+    outside MLflow's autologging session: ``safe_patch`` marks the whole session failed when the
+    patched call raises, so one trial whose objective raises would switch autologging off for
+    every later trial of the search (and for the frameworks they train)."""
+    from mlflow.utils import gorilla
+    from mlflow.utils.autologging_utils import autologging_is_disabled
+    from mlflow.utils.autologging_utils.safety import _store_patch, _wrap_patch, update_wrapper_extended
+
+    from mlflow_team.hyperopt import trial
+
+    original = gorilla.get_original_attribute(domain_class, "evaluate")
+
+    def evaluate(self, *args, **kwargs):
+        if autologging_is_disabled(FLAVOR_NAME):
+            return original(self, *args, **kwargs)
+        return trial.evaluate(original, self, *args, **kwargs)
+
+    _store_patch(FLAVOR_NAME, _wrap_patch(domain_class, "evaluate", update_wrapper_extended(evaluate, original)))

@@ -42,8 +42,12 @@ def exhaust(original, fmin_iter, *args, **kwargs):
     own_run = mlflow.active_run() is None
     previous_parent = _attachment(trials, PARENT_ATTACHMENT)
     tags = {TAG_RESUMED_FROM: previous_parent} if previous_parent else {}
+    extra_tags = {str(k): str(v) for k, v in (get_autologging_config(FLAVOR_NAME, "extra_tags") or {}).items()}
     if own_run:
-        run = mlflow.start_run(run_name=f"hyperopt-{report.algo_name(fmin_iter.algo)}", tags=tags)
+        run = mlflow.start_run(
+            run_name=f"hyperopt-{report.algo_name(fmin_iter.algo)}",
+            tags={**extra_tags, **tags, trial.TAG_AUTOLOGGING: FLAVOR_NAME},
+        )
     else:
         run = mlflow.active_run()
     run_id = run.info.run_id
@@ -51,11 +55,12 @@ def exhaust(original, fmin_iter, *args, **kwargs):
         parent_run_id=run_id,
         experiment_id=run.info.experiment_id,
         log_trial_runs=bool(get_autologging_config(FLAVOR_NAME, "log_trial_runs", True)),
+        tags=tuple({**_inherited_tags(run_id), **extra_tags}.items()),
     )
-    stop = _StopRecorder(fmin_iter)
     before = {t["tid"] for t in trials._dynamic_trials}
     try:
         _start(fmin_iter, run_id, tags if not own_run else {}, before)
+        stop = _StopRecorder(fmin_iter)
         setattr(domain, trial.PARENT_ATTRIBUTE, search)
         _republish_domain(fmin_iter)
         if trials.attachments is not None:
@@ -69,10 +74,10 @@ def exhaust(original, fmin_iter, *args, **kwargs):
     try:
         result = original(fmin_iter, *args, **kwargs)
     except BaseException as exc:
-        _quietly(lambda: _summarise(fmin_iter, run_id, time.perf_counter() - started, _reason_of(exc), before))
-        _quietly(lambda: delattr(domain, trial.PARENT_ATTRIBUTE))
+        trial._guarded(lambda: delattr(domain, trial.PARENT_ATTRIBUTE))
+        trial._guarded(lambda: _summarise(fmin_iter, run_id, time.perf_counter() - started, _reason_of(exc), before))
         if own_run:
-            _quietly(lambda: mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"))
+            trial._guarded(lambda: mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"))
         raise
     try:
         delattr(domain, trial.PARENT_ATTRIBUTE)
@@ -175,6 +180,19 @@ class _StopRecorder:
         return "search_space_exhausted"
 
 
+def _inherited_tags(run_id: str) -> dict[str, str]:
+    """The parent's tags a trial run carries too: the team's conventional keys and the local
+    policy's required tags (a trial run under a required-tags policy needs them as well)."""
+    from mlflow import MlflowClient
+
+    from mlflow_team import config, policy
+
+    # Stamped tags (team.author) only the server writes: a client that copied them is refused.
+    keys = {"team.name", "team.project", *config.load_policy().required_tags} - set(policy.STAMPED_TAGS)
+    tags = MlflowClient().get_run(run_id).data.tags
+    return {key: tags[key] for key in sorted(keys) if key in tags}
+
+
 def _reason_of(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
@@ -199,10 +217,3 @@ def _attachment(trials, key: str) -> str | None:
     if isinstance(value, bytes):
         value = value.decode()
     return value or None
-
-
-def _quietly(action) -> None:
-    try:
-        action()
-    except Exception as exc:
-        _logger.warning("mlflow-team hyperopt autologging: %s", exc)

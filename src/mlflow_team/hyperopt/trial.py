@@ -23,6 +23,8 @@ PARENT_ATTRIBUTE = "_mlflow_team_search"
 #: Per-trial hyperopt attachment that holds the trial's run id (kept in a saved Trials file).
 RUN_ID_ATTACHMENT = "mlflow_team.run_id"
 TAG_TID = "hyperopt.tid"
+#: MLflow's tag for a run that autologging created (``mlflow.utils.mlflow_tags.MLFLOW_AUTOLOGGING``).
+TAG_AUTOLOGGING = "mlflow.autologging"
 TAG_STATUS = "hyperopt.status"
 TAG_ERROR = "hyperopt.error"
 _SKIPPED_RESULT_KEYS = {"loss", "status", "attachments"}
@@ -35,45 +37,66 @@ class SearchContext:
     parent_run_id: str
     experiment_id: str
     log_trial_runs: bool = True
+    #: Tags every trial run starts with: ``extra_tags`` and those inherited from the parent.
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 def evaluate(original, domain, config, ctrl, *args, **kwargs):
-    """``Domain.evaluate`` with the trial in its own nested run."""
+    """``Domain.evaluate`` with the trial in its own nested run.
+
+    The objective's exceptions pass through unchanged; a failure of this code is a warning (an
+    exception under ``MLFLOW_AUTOLOGGING_TESTING``) and the trial runs as it would without it.
+    """
     import mlflow
 
     search: SearchContext | None = getattr(domain, PARENT_ATTRIBUTE, None)
     if search is None or not search.log_trial_runs:
         return original(domain, config, ctrl, *args, **kwargs)
 
-    trial = getattr(ctrl, "current_trial", None) or {}
-    tid = trial.get("tid")
-    stack_top = mlflow.active_run()
-    # Same thread as the search: the parent is the active run. Another thread or process: name it.
-    parent = None if stack_top is not None else search.parent_run_id
-    run = mlflow.start_run(
-        experiment_id=search.experiment_id,
-        run_name=f"trial-{tid}" if tid is not None else "trial",
-        nested=True,
-        parent_run_id=parent,
-        tags={TAG_TID: str(tid)} if tid is not None else None,
-    )
-    run_id = run.info.run_id
-    if ctrl is not None and tid is not None:
-        _quietly(lambda: ctrl.attachments.__setitem__(RUN_ID_ATTACHMENT, run_id.encode()))
+    session = _session()
+    session_state = getattr(session, "state", None)
+    try:
+        run_id = _start(search, ctrl)
+    except Exception as exc:
+        _report(exc)
+        return original(domain, config, ctrl, *args, **kwargs)
     started = time.perf_counter()
     try:
         result = original(domain, config, ctrl, *args, **kwargs)
     except BaseException as exc:
         duration = time.perf_counter() - started
-        _quietly(lambda: _finish(run_id, domain, config, None, duration, exc))
-        _quietly(lambda: mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"))
+        _guarded(lambda: _finish(run_id, domain, config, None, duration, exc))
+        _guarded(lambda: mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"))
+        _restore(session, session_state)
         raise
     duration = time.perf_counter() - started
-    try:
-        _finish(run_id, domain, config, result, duration, None)
-    finally:
-        mlflow.end_run("FINISHED")
+    _guarded(lambda: _finish(run_id, domain, config, result, duration, None))
+    _guarded(lambda: mlflow.end_run("FINISHED"))
+    _restore(session, session_state)
     return result
+
+
+def _start(search: SearchContext, ctrl) -> str:
+    """Start the trial's run (active in this thread) and note its id in the trial's attachments."""
+    import mlflow
+
+    trial = getattr(ctrl, "current_trial", None) or {}
+    tid = trial.get("tid")
+    # Same thread as the search: the parent is the active run. Another thread or process: name it.
+    parent = None if mlflow.active_run() is not None else search.parent_run_id
+    run = mlflow.start_run(
+        experiment_id=search.experiment_id,
+        run_name=f"trial-{tid}" if tid is not None else "trial",
+        nested=True,
+        parent_run_id=parent,
+        tags={
+            **dict(search.tags), TAG_AUTOLOGGING: "hyperopt", **({TAG_TID: str(tid)} if tid is not None else {})
+        },
+    )
+    run_id = run.info.run_id
+    if ctrl is not None and tid is not None:
+        _guarded(lambda: ctrl.attachments.__setitem__(RUN_ID_ATTACHMENT, run_id.encode()))
+    return run_id
 
 
 def _finish(run_id: str, domain, config, result, duration: float, error: BaseException | None) -> None:
@@ -121,8 +144,30 @@ def log_batch(run_id: str, metrics=(), params=(), tags=()) -> None:
         client.log_batch(run_id, metrics=list(metrics), params=kept, tags=list(tags))
 
 
-def _quietly(action) -> None:
+def _guarded(action) -> None:
+    """Run one of our steps; a failure is reported, never raised over the user's own code."""
     try:
         action()
-    except Exception as exc:  # a failure of ours never replaces the user's own exception
-        _logger.warning("mlflow-team hyperopt autologging: %s", exc)
+    except Exception as exc:
+        _report(exc)
+
+
+def _report(exc: Exception) -> None:
+    from mlflow.utils.autologging_utils.safety import is_testing
+
+    if is_testing():
+        raise exc
+    _logger.warning("mlflow-team hyperopt autologging: %s", exc)
+
+
+def _session():
+    from mlflow.utils.autologging_utils.safety import _AutologgingSessionManager
+
+    return _AutologgingSessionManager.active_session()
+
+
+def _restore(session, state) -> None:
+    """A framework autologger that failed inside this trial (its patched call raised) marks the
+    shared autologging session failed; the next trial starts afresh, as a separate run would."""
+    if session is not None and state is not None and getattr(session, "state", None) == "failed":
+        session.state = state
