@@ -181,6 +181,25 @@ def _ambient() -> dict[int, sqlalchemy.engine.Connection]:
     return connections
 
 
+_WRITE_LOCKS: dict[int, threading.Lock] = {}
+
+
+@contextmanager
+def _writer_turn(engine: sqlalchemy.engine.Engine, sqlite: bool) -> Iterator[None]:
+    """On SQLite, the threads of one process take turns at writing through a lock of their own.
+
+    SQLite lets one writer in at a time; a second one waits in its busy handler, which sleeps in
+    steps of up to 100 ms before it looks again. Between threads of one process a lock hands the
+    turn over the moment it is free (other processes still meet the busy handler)."""
+    if not sqlite:
+        yield
+        return
+    with _engines_lock:
+        lock = _WRITE_LOCKS.setdefault(id(engine), threading.Lock())
+    with lock:
+        yield
+
+
 class ManagedSessions:
     """Drop-in for MLflow's ``ManagedSessionMaker``: ``with sessions(read_only=False) as s``.
 
@@ -244,7 +263,7 @@ class ManagedSessions:
             yield
             return
         try:
-            with self.engine.connect() as connection:
+            with _writer_turn(self.engine, self._sqlite), self.engine.connect() as connection:
                 if self._sqlite:
                     connection = connection.execution_options(**{_IMMEDIATE: True})
                 with connection.begin():

@@ -55,7 +55,7 @@ def exhaust(original, fmin_iter, *args, **kwargs):
         parent_run_id=run_id,
         experiment_id=run.info.experiment_id,
         log_trial_runs=bool(get_autologging_config(FLAVOR_NAME, "log_trial_runs", True)),
-        tags=tuple({**_inherited_tags(run_id), **extra_tags}.items()),
+        tags=tuple({**_context_tags(), **_inherited_tags(run_id), **extra_tags}.items()),
     )
     before = {t["tid"] for t in trials._dynamic_trials}
     try:
@@ -75,12 +75,14 @@ def exhaust(original, fmin_iter, *args, **kwargs):
         result = original(fmin_iter, *args, **kwargs)
     except BaseException as exc:
         trial._guarded(lambda: delattr(domain, trial.PARENT_ATTRIBUTE))
+        trial._guarded(_flush_trials)
         trial._guarded(lambda: _summarise(fmin_iter, run_id, time.perf_counter() - started, _reason_of(exc), before))
         if own_run:
             trial._guarded(lambda: mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"))
         raise
     try:
         delattr(domain, trial.PARENT_ATTRIBUTE)
+        trial._guarded(_flush_trials)
         _summarise(fmin_iter, run_id, time.perf_counter() - started, stop.reason(started), before)
     finally:
         if own_run:
@@ -178,6 +180,23 @@ class _StopRecorder:
         if len(it.trials) >= it.max_evals:
             return "max_evals"
         return "search_space_exhausted"
+
+
+def _flush_trials() -> None:
+    """Wait for the trial runs' last writes; report any that failed."""
+    from mlflow_team.hyperopt.finisher import FINISHER
+
+    failures = FINISHER.flush()
+    if failures:
+        raise RuntimeError("could not complete " + "; ".join(failures))
+
+
+def _context_tags() -> dict[str, str]:
+    """The run context MLflow gives every new run (source, user, git commit, author), once per
+    search instead of once per trial."""
+    from mlflow.tracking.context import registry
+
+    return {k: str(v) for k, v in registry.resolve_tags({}).items()}
 
 
 def _inherited_tags(run_id: str) -> dict[str, str]:

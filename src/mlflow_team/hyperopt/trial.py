@@ -37,7 +37,8 @@ class SearchContext:
     parent_run_id: str
     experiment_id: str
     log_trial_runs: bool = True
-    #: Tags every trial run starts with: ``extra_tags`` and those inherited from the parent.
+    #: Tags every trial run starts with: the run context (source, user, git commit...) resolved
+    #: once per search, ``extra_tags`` and those inherited from the parent.
     tags: tuple[tuple[str, str], ...] = ()
 
 
@@ -47,8 +48,6 @@ def evaluate(original, domain, config, ctrl, *args, **kwargs):
     The objective's exceptions pass through unchanged; a failure of this code is a warning (an
     exception under ``MLFLOW_AUTOLOGGING_TESTING``) and the trial runs as it would without it.
     """
-    import mlflow
-
     search: SearchContext | None = getattr(domain, PARENT_ATTRIBUTE, None)
     if search is None or not search.log_trial_runs:
         return original(domain, config, ctrl, *args, **kwargs)
@@ -56,7 +55,7 @@ def evaluate(original, domain, config, ctrl, *args, **kwargs):
     session = _session()
     session_state = getattr(session, "state", None)
     try:
-        run_id = _start(search, ctrl)
+        run = _start(search, ctrl)
     except Exception as exc:
         _report(exc)
         return original(domain, config, ctrl, *args, **kwargs)
@@ -64,43 +63,67 @@ def evaluate(original, domain, config, ctrl, *args, **kwargs):
     try:
         result = original(domain, config, ctrl, *args, **kwargs)
     except BaseException as exc:
-        duration = time.perf_counter() - started
-        _guarded(lambda: _finish(run_id, domain, config, None, duration, exc))
-        _guarded(lambda: mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"))
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        _guarded(lambda: _end(run, domain, config, None, time.perf_counter() - started, exc, status))
         _restore(session, session_state)
         raise
-    duration = time.perf_counter() - started
-    _guarded(lambda: _finish(run_id, domain, config, result, duration, None))
-    _guarded(lambda: mlflow.end_run("FINISHED"))
+    _guarded(lambda: _end(run, domain, config, result, time.perf_counter() - started, None, "FINISHED"))
     _restore(session, session_state)
     return result
 
 
-def _start(search: SearchContext, ctrl) -> str:
-    """Start the trial's run (active in this thread) and note its id in the trial's attachments."""
-    import mlflow
+def _start(search: SearchContext, ctrl):
+    """Create the trial's run and make it this thread's active run (one write)."""
+    from mlflow import MlflowClient
+    from mlflow.tracking.fluent import ActiveRun, _active_run_stack
 
     trial = getattr(ctrl, "current_trial", None) or {}
     tid = trial.get("tid")
-    # Same thread as the search: the parent is the active run. Another thread or process: name it.
-    parent = None if mlflow.active_run() is not None else search.parent_run_id
-    run = mlflow.start_run(
-        experiment_id=search.experiment_id,
-        run_name=f"trial-{tid}" if tid is not None else "trial",
-        nested=True,
-        parent_run_id=parent,
-        tags={
-            **dict(search.tags), TAG_AUTOLOGGING: "hyperopt", **({TAG_TID: str(tid)} if tid is not None else {})
-        },
-    )
-    run_id = run.info.run_id
+    stack = _active_run_stack.get()
+    # Same thread as the search: the active run is the parent. Another thread or process: the
+    # search's parent, named explicitly.
+    parent = stack[-1].info.run_id if stack else search.parent_run_id
+    name = f"trial-{tid}" if tid is not None else "trial"
+    tags = {
+        **dict(search.tags), TAG_AUTOLOGGING: "hyperopt", "mlflow.parentRunId": parent,
+        "mlflow.runName": name,
+    }
+    if tid is not None:
+        tags[TAG_TID] = str(tid)
+    run = MlflowClient().create_run(search.experiment_id, tags=tags, run_name=name)
+    stack.append(ActiveRun(run))
     if ctrl is not None and tid is not None:
-        _guarded(lambda: ctrl.attachments.__setitem__(RUN_ID_ATTACHMENT, run_id.encode()))
-    return run_id
+        _guarded(lambda: ctrl.attachments.__setitem__(RUN_ID_ATTACHMENT, run.info.run_id.encode()))
+    return run
 
 
-def _finish(run_id: str, domain, config, result, duration: float, error: BaseException | None) -> None:
-    """One ``log_batch``: the trial's params, its results and its status."""
+def _end(run, domain, config, result, duration: float, error: BaseException | None, status: str) -> None:
+    """Leave the trial's run (at once) and hand its last writes to the background finisher."""
+    from mlflow.tracking.fluent import _active_run_stack
+
+    from mlflow_team.hyperopt.finisher import FINISHER
+
+    run_id = run.info.run_id
+    stack = _active_run_stack.get()
+    if any(active.info.run_id == run_id for active in stack):
+        while stack and stack[-1].info.run_id != run_id:
+            import mlflow
+
+            mlflow.end_run()  # a run the objective started and left open
+        stack.pop()
+    batch = _results(domain, config, result, duration, error)
+
+    def finish() -> None:
+        from mlflow import MlflowClient
+
+        log_batch(run_id, **batch)
+        MlflowClient().set_terminated(run_id, status)
+
+    FINISHER.submit(f"trial run {run_id} ({run.info.run_name})", finish)
+
+
+def _results(domain, config, result, duration: float, error: BaseException | None) -> dict:
+    """The trial's params, results and status, as one ``log_batch``."""
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
@@ -116,12 +139,11 @@ def _finish(run_id: str, domain, config, result, duration: float, error: BaseExc
             metrics["loss"] = float(result["loss"])
         extra = {k: v for k, v in result.items() if k not in _SKIPPED_RESULT_KEYS}
         metrics.update(space.numbers(extra))
-    log_batch(
-        run_id,
-        metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
-        params=[Param(k, v) for k, v in params.items()],
-        tags=[RunTag(k, v) for k, v in tags.items()],
-    )
+    return {
+        "metrics": [Metric(k, v, now, 0) for k, v in metrics.items()],
+        "params": [Param(k, v) for k, v in params.items()],
+        "tags": [RunTag(k, v) for k, v in tags.items()],
+    }
 
 
 def log_batch(run_id: str, metrics=(), params=(), tags=()) -> None:
