@@ -51,24 +51,24 @@ def exhaust(original, fmin_iter, *args, **kwargs):
     else:
         run = mlflow.active_run()
     run_id = run.info.run_id
-    search = trial.SearchContext(
-        parent_run_id=run_id,
-        experiment_id=run.info.experiment_id,
-        log_trial_runs=bool(get_autologging_config(FLAVOR_NAME, "log_trial_runs", True)),
-        tags=tuple({**_context_tags(), **_inherited_tags(run_id), **extra_tags}.items()),
-    )
     before = {t["tid"] for t in trials._dynamic_trials}
     try:
+        search = trial.SearchContext(
+            parent_run_id=run_id,
+            experiment_id=run.info.experiment_id,
+            log_trial_runs=bool(get_autologging_config(FLAVOR_NAME, "log_trial_runs", True)),
+            tags=tuple({**_context_tags(), **_inherited_tags(run_id), **extra_tags}.items()),
+        )
         _start(fmin_iter, run_id, tags if not own_run else {}, before)
         stop = _StopRecorder(fmin_iter)
         setattr(domain, trial.PARENT_ATTRIBUTE, search)
         _republish_domain(fmin_iter)
         if trials.attachments is not None:
             trials.attachments[PARENT_ATTACHMENT] = run_id.encode()
-    except Exception as exc:
+    except Exception:
         if own_run:
             mlflow.end_run("FAILED")
-        raise exc
+        raise  # safe_patch reports it as a warning and runs the search without autologging
 
     started = time.perf_counter()
     try:
