@@ -1,4 +1,4 @@
-"""A lean path for the most frequent write, one ``log_metric`` call, on SQLite.
+"""A lean path for the most frequent writes, metrics (``log_metric`` and a ``log_batch``'s), on SQLite.
 
 A training loop logs a metric per step, so this call sets the pace. MLflow's own path loads the
 run and the latest-metric row as ORM objects and flushes twice; this does the same work with four
@@ -30,14 +30,30 @@ _UPDATE_LATEST = (
 
 
 def log_metric(store: Any, run_id: str, metric: Any) -> None:
+    log_metrics(store, run_id, [metric])
+
+
+def log_metrics(store: Any, run_id: str, metrics: list) -> None:
+    """Stock's ``_log_metrics`` (one call or a ``log_batch``'s metrics) in plain statements:
+    the same validation and messages, duplicates in the batch or in the table skipped, and the
+    latest value advanced by stock's (step, timestamp, value) ordering."""
     from mlflow.entities import LifecycleStage
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
     from mlflow.utils.validation import _validate_metric
 
-    _validate_metric(metric.key, metric.value, metric.timestamp, metric.step)
-    is_nan, value = store.sanitize_metric_value(metric.value)
-    row = (metric.key, value, metric.timestamp, metric.step, int(is_nan), run_id)
+    rows, seen = [], set()
+    single = len(metrics) == 1
+    for index, metric in enumerate(metrics):
+        _validate_metric(
+            metric.key, metric.value, metric.timestamp, metric.step,
+            path="" if single else f"metrics[{index}]",
+        )
+        if metric in seen:
+            continue
+        seen.add(metric)
+        is_nan, value = store.sanitize_metric_value(metric.value)
+        rows.append((metric.key, value, metric.timestamp, metric.step, int(is_nan), run_id))
     with store.ManagedSessionMaker(read_only=False) as session:
         execute = session.connection().exec_driver_sql
         stage = execute(_RUN_STAGE, (run_id,)).scalar()
@@ -48,13 +64,12 @@ def log_metric(store: Any, run_id: str, metric: Any) -> None:
                 f"The run {run_id} must be in the 'active' state. Current state is {stage}.",
                 INVALID_PARAMETER_VALUE,
             )
-        if not execute(_INSERT_METRIC, row).rowcount:
-            return  # the very same metric was logged before: nothing changes
-        current = execute(_LATEST, (run_id, metric.key)).first()
-        if current is None:
-            execute(_INSERT_LATEST, row)
-        elif (metric.step, metric.timestamp, value) > tuple(current):
-            execute(
-                _UPDATE_LATEST,
-                (value, metric.timestamp, metric.step, int(is_nan), run_id, metric.key),
-            )
+        for row in rows:
+            if not execute(_INSERT_METRIC, row).rowcount:
+                continue  # the very same metric was logged before: nothing changes
+            key, value, timestamp, step, is_nan, _ = row
+            current = execute(_LATEST, (run_id, key)).first()
+            if current is None:
+                execute(_INSERT_LATEST, row)
+            elif (step, timestamp, value) > tuple(current):
+                execute(_UPDATE_LATEST, (value, timestamp, step, is_nan, run_id, key))

@@ -180,6 +180,11 @@ class TeamTrackingStoreMixin:
             return fast_metric.log_metric(self, run_id, metric)
         return super().log_metric(run_id, metric)
 
+    def _log_metrics(self, run_id, metrics):  # the metrics of a log_batch
+        if self._lean_metric_path:
+            return fast_metric.log_metrics(self, run_id, metrics)
+        return super()._log_metrics(run_id, metrics)
+
     def log_batch(self, run_id, metrics, params, tags):
         policy.check_params(self.policy, self._pairs(params))
         policy.check_tags(self.policy, self._pairs(tags))
