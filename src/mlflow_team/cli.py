@@ -304,7 +304,11 @@ def main() -> None:  # pragma: no cover - console entry
               help="Selection budget: a model must train within this.")
 @click.option("--max-model-mb", type=float, default=5.0, show_default=True,
               help="Selection budget: a pickled model must be at most this big.")
-def demo(workdir, trials, train, valid, rows, max_train_seconds, max_model_mb) -> None:
+@click.option("--server", "with_server", is_flag=True,
+              help="Run it through HTTP: moto's S3 and `mlflow server` (team store, team+s3) on 127.0.0.1.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="With --server: keep both servers up for you to browse until Ctrl-C.")
+def demo(workdir, trials, train, valid, rows, max_train_seconds, max_model_mb, with_server, wait) -> None:
     """The course's NYC taxi workflow end to end, on team+sqlite and team+file.
 
     Baselines, xgboost tuned with hyperopt (autologged), selection by RMSE within a training-time
@@ -316,20 +320,43 @@ def demo(workdir, trials, train, valid, rows, max_train_seconds, max_model_mb) -
         raise click.UsageError("give both --train and --valid, or neither (to use generated data)")
     folder = Path(workdir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    tracking_uri = f"team+sqlite:///{folder / 'mlflow.db'}"
 
     import mlflow
 
     from mlflow_team.demo import workflow
 
-    mlflow.set_tracking_uri(tracking_uri)
-    click.echo(f"tracking: {tracking_uri} (artifacts: {folder / 'mlruns'})")
     settings = workflow.Settings(
         workdir=folder, trials=trials, train=train, valid=valid, train_rows=rows, valid_rows=max(rows // 2, 100),
         max_training_time_s=max_train_seconds, max_model_size_mb=max_model_mb,
     )
-    workflow.run(settings, echo=click.echo)
-    click.echo(f"\nSee it all in the stock UI:\n  mlflow ui --backend-store-uri {tracking_uri}")
+    if not with_server:
+        tracking_uri = f"team+sqlite:///{folder / 'mlflow.db'}"
+        mlflow.set_tracking_uri(tracking_uri)
+        click.echo(f"tracking: {tracking_uri} (artifacts: {folder / 'mlruns'})")
+        workflow.run(settings, echo=click.echo)
+        click.echo(f"\nSee it all in the stock UI:\n  mlflow ui --backend-store-uri {tracking_uri}")
+        return
+
+    from mlflow_team.demo import servers
+
+    try:
+        with servers.team_server(folder) as running:
+            url = running["tracking_url"]
+            click.echo(f"moto S3 at {running['s3_url']} (pid {running['moto_pid']}); "
+                       f"mlflow server at {url} (pid {running['mlflow_pid']}), store {running['backend']}")
+            mlflow.set_tracking_uri(url)
+            workflow.run(settings, echo=click.echo)
+            count, tags = servers.tagged_objects(running["s3"])
+            click.echo(f"\nS3: {count} objects in team+s3://{servers.BUCKET}/artifacts; tags of one: "
+                       + ", ".join(f"{k}={v}" for k, v in tags.items()))
+            click.echo(f"Open {url} in a browser (the stock MLflow UI). Logs: {running['logs']}")
+            if wait:
+                click.echo("Both servers stay up until Ctrl-C.")
+                while True:
+                    time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted.")
+    click.echo("Both servers stopped.")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -67,3 +67,38 @@ def test_the_demo_runs_the_course_workflow_and_a_rerun_adds_a_version(tmp_path):
 
     predictions = model.predict(pd.DataFrame({"PU_DO": ["74_75", "41_42"], "trip_distance": [1.2, 3.5]}))
     assert len(predictions) == 2 and all(0 < p < 120 for p in predictions)
+
+
+def test_the_server_demo_runs_through_http_and_ctrl_c_stops_both_servers(tmp_path):
+    import os
+    import re
+    import signal
+
+    workdir = tmp_path / "demo-server"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "mlflow_team.cli", "demo", "--server", "--workdir", str(workdir),
+         "--trials", "2", "--rows", "3000"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )
+    seen = []
+    try:
+        for line in demo.stdout:
+            seen.append(line)
+            if "Both servers stay up until Ctrl-C" in line:
+                break
+        output = "".join(seen)
+        assert "Both servers stay up" in output, output[-3000:]
+        pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", output)]
+        assert len(pids) == 2
+        assert f"registered {MODEL} version 1 as @champion" in output
+        # Artifacts went through the server's proxy to S3, tagged with the run's values.
+        assert re.search(r"S3: \d+ objects in team\+s3://mlflow-demo/artifacts; tags of one: .*team\.author=", output)
+        demo.send_signal(signal.SIGINT)  # Ctrl-C
+        rest, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert "Both servers stopped." in rest
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
