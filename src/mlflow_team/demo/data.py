@@ -29,7 +29,7 @@ def generate(path: str | Path, year: int = 2021, month: int = 1, rows: int = 20_
     rng = np.random.default_rng(seed)
     zone_rng = np.random.default_rng(2021)  # the map is the same in every month's file
     position = zone_rng.uniform(0, 12, size=(ZONES + 1, 2))  # miles on a plane
-    slowness = zone_rng.lognormal(0, 0.3, size=ZONES + 1)  # congested zones are slower
+    slowness = zone_rng.lognormal(0, 0.12, size=ZONES + 1)  # congested zones are slower
     popularity = 1.0 / np.arange(1, ZONES + 1) ** 0.9
     zones = zone_rng.permutation(np.arange(1, ZONES + 1))
     weights = popularity / popularity.sum()
