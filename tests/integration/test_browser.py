@@ -88,13 +88,19 @@ def browser():
 
 def _page_shows(browser, url: str, *texts: str, timeout: float = 60) -> str:
     """Open ``url`` and wait until the rendered page's text contains every one of ``texts``."""
+    browser.get("about:blank")  # a new page load: a change of the #fragment alone may not route
     browser.get(url)
     deadline = time.monotonic() + timeout
+    reload_at = time.monotonic() + 15
     body = ""
     while time.monotonic() < deadline:
         body = browser.execute_script("return document.body ? document.body.innerText : ''") or ""
         if all(text in body for text in texts):
             return body
+        if time.monotonic() > reload_at:  # a slow first render on a loaded machine: load again
+            browser.get("about:blank")
+            browser.get(url)
+            reload_at = time.monotonic() + 15
         time.sleep(0.5)
     missing = [text for text in texts if text not in body]
     pytest.fail(f"{url} never showed {missing}; it showed: {body[:1500]!r}")
