@@ -111,13 +111,19 @@ def _end(run, domain, config, result, duration: float, error: BaseException | No
 
             mlflow.end_run()  # a run the objective started and left open
         stack.pop()
-    batch = _results(domain, config, result, duration, error)
+    from mlflow import MlflowClient
+
+    client = MlflowClient()  # bound now: the tracking URI of the search, whatever comes later
+    try:
+        batch = _results(domain, config, result, duration, error)
+    except Exception as exc:  # still end the run; say what could not be logged
+        _report(exc)
+        batch = {}
 
     def finish() -> None:
-        from mlflow import MlflowClient
-
-        log_batch(run_id, **batch)
-        MlflowClient().set_terminated(run_id, status)
+        if batch:
+            log_batch(run_id, client=client, **batch)
+        client.set_terminated(run_id, status)
 
     FINISHER.submit(f"trial run {run_id} ({run.info.run_name})", finish)
 
@@ -146,7 +152,7 @@ def _results(domain, config, result, duration: float, error: BaseException | Non
     }
 
 
-def log_batch(run_id: str, metrics=(), params=(), tags=()) -> None:
+def log_batch(run_id: str, metrics=(), params=(), tags=(), client=None) -> None:
     """``MlflowClient.log_batch``, keeping a value already logged under a param's name.
 
     MLflow refuses to change a param; an autologger inside the objective may have logged the
@@ -155,7 +161,7 @@ def log_batch(run_id: str, metrics=(), params=(), tags=()) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient()
+    client = client or MlflowClient()
     try:
         client.log_batch(run_id, metrics=list(metrics), params=list(params), tags=list(tags))
     except MlflowException as exc:
