@@ -90,6 +90,16 @@ def _no_policy_leaks(monkeypatch, tmp_path):
     _clear_store_caches()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_uri_leaks_between_modules():
+    """``mlflow.set_tracking_uri``/``set_registry_uri`` also set MLFLOW_TRACKING_URI/REGISTRY_URI
+    (for subprocesses) and never unset them; a module-scoped fixture's calls would otherwise
+    reach the next module's subprocesses (servers, the demo) through the environment."""
+    yield
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(name, None)
+
+
 def _clear_store_caches():
     import mlflow
     from mlflow.tracking import fluent

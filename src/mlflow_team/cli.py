@@ -332,6 +332,7 @@ def demo(workdir, trials, train, valid, rows, max_train_seconds, max_model_mb, w
     if not with_server:
         tracking_uri = f"team+sqlite:///{folder / 'mlflow.db'}"
         mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)  # not a registry an MLFLOW_REGISTRY_URI names
         click.echo(f"tracking: {tracking_uri} (artifacts: {folder / 'mlruns'})")
         workflow.run(settings, echo=click.echo)
         click.echo(f"\nSee it all in the stock UI:\n  mlflow ui --backend-store-uri {tracking_uri}")
@@ -345,6 +346,7 @@ def demo(workdir, trials, train, valid, rows, max_train_seconds, max_model_mb, w
             click.echo(f"moto S3 at {running['s3_url']} (pid {running['moto_pid']}); "
                        f"mlflow server at {url} (pid {running['mlflow_pid']}), store {running['backend']}")
             mlflow.set_tracking_uri(url)
+            mlflow.set_registry_uri(url)
             workflow.run(settings, echo=click.echo)
             count, tags = servers.tagged_objects(running["s3"])
             click.echo(f"\nS3: {count} objects in team+s3://{servers.BUCKET}/artifacts; tags of one: "

@@ -37,9 +37,11 @@ def demo_ui(tmp_path_factory):
     _browser_or_skip()
     pytest.importorskip("selenium")
     workdir = tmp_path_factory.mktemp("browser") / "demo"
+    # Module fixtures start before the per-test clean-up: leave out what other tests may have set.
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TEAM_POLICY")}
     done = subprocess.run(
         [sys.executable, "-m", "mlflow_team.cli", "demo", "--workdir", str(workdir), "--trials", "2", "--rows", "3000"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, env=env,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     store = f"team+sqlite:///{workdir / 'mlflow.db'}"
@@ -47,7 +49,7 @@ def demo_ui(tmp_path_factory):
     log = open(workdir / "ui.log", "w+")
     ui = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:
