@@ -42,12 +42,11 @@ which caps any client's parallelism near 1.3x.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -56,6 +55,7 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 BUCKET = "bench"
 IMPLS = ("stock", "team", "raw")
@@ -75,51 +75,24 @@ def quiet() -> None:
     logging.getLogger("mlflow_team").setLevel(logging.WARNING)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class MotoProcess:
-    """`python -m moto.server` on 127.0.0.1:port, stopped by its own PID."""
-
-    def __init__(self, port: int) -> None:
-        import subprocess
-
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"moto did not start on 127.0.0.1:{port}")
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except Exception:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-
-def start_moto(port: int, in_process: bool):
+@contextlib.contextmanager
+def moto_server(port: int, in_process: bool, workdir: Path) -> Iterator[None]:
+    """moto's S3 on 127.0.0.1:port: its own process (stopped by its PID), or this one's threads."""
     if in_process:
         from moto.server import ThreadedMotoServer
 
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
-        return server
-    return MotoProcess(port)
+        try:
+            yield
+        finally:
+            server.stop()
+        return
+    from mlflow_team.demo.servers import process
+
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with process(command, workdir / "moto.log", f"http://127.0.0.1:{port}/moto-api/", None, workdir, "moto's S3 server"):
+        yield
 
 
 def write_small_dir(folder: Path, count: int) -> None:
@@ -339,6 +312,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="mlflow-team-bench-s3-"))
     previous_cwd = os.getcwd()
     os.chdir(work)  # no mlflow-team.toml from the caller's directory
+    from mlflow_team.demo.servers import free_port
+
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     os.environ.pop("MLFLOW_TEAM_POLICY", None)
@@ -355,7 +330,7 @@ def main() -> int:
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         os.environ.pop(name, None)
 
-    server = None
+    servers = contextlib.ExitStack()
     try:
         import boto3
         import botocore
@@ -374,7 +349,7 @@ def main() -> int:
             f"reps {reps} | work dir {work}{' (--quick)' if args.quick else ''}\n"
         )
 
-        server = start_moto(port, args.in_process)
+        servers.enter_context(moto_server(port, args.in_process, work))
         raw = boto3.client("s3", endpoint_url=endpoint, config=Config(max_pool_connections=20))
         admin = boto3.client("s3", endpoint_url=endpoint)
         admin.create_bucket(Bucket=BUCKET)
@@ -501,8 +476,7 @@ def main() -> int:
             print("!! a repetition sent no delayed request (its client was rebuilt mid-run): figure 5 is off")
     finally:
         os.chdir(previous_cwd)
-        if server is not None:
-            server.stop()
+        servers.close()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

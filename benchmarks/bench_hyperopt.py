@@ -69,14 +69,10 @@ import contextlib
 import logging
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import warnings
 from pathlib import Path
 from typing import Callable, Iterator
@@ -182,55 +178,23 @@ def hand_objective(work: Callable[[dict], float]) -> Callable[[dict], dict]:
 # --- the server --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def mlflow_server(workdir: Path, workers: int | None) -> Iterator[str]:
     """A real `mlflow server` on a free loopback port; stopped by its own PID (its process group)."""
+    from mlflow_team.demo.servers import free_port, process
+
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TEAM_POLICY", "MLFLOW_TRACKING_URI")}
-    log = open(workdir / "server.log", "w+")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"team+sqlite:///{workdir / 'server.db'}",
-            "--artifacts-destination", str(workdir / "server-artifacts"),
-            "--host", "127.0.0.1", "--port", str(port),
-            *(["--workers", str(workers)] if workers else []),
-        ],
-        cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, so we stop exactly what we started
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"mlflow server exited with {process.returncode}:\n{log.read()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("mlflow server did not answer /health within 90 s")
-            time.sleep(0.3)
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"team+sqlite:///{workdir / 'server.db'}",
+        "--artifacts-destination", str(workdir / "server-artifacts"),
+        "--host", "127.0.0.1", "--port", str(port),
+        *(["--workers", str(workers)] if workers else []),
+    ]
+    with process(command, workdir / "server.log", f"{url}/health", env, workdir, "mlflow server", timeout=90):
         yield url
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        log.close()
 
 
 # --- measuring ---------------------------------------------------------------------------------

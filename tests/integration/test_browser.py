@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 from mlflow import MlflowClient
 
+from mlflow_team.demo.servers import free_port, process
 from tests.conftest import in_ci
-from tests.helpers.server import free_port
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -46,31 +44,10 @@ def demo_ui(tmp_path_factory):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     store = f"team+sqlite:///{workdir / 'mlflow.db'}"
     port = free_port()
-    log = open(workdir / "ui.log", "w+")
-    ui = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert ui.poll() is None, f"mlflow ui exited: {log.seek(0) or log.read()[-2000:]}"
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "mlflow ui did not start"
-                time.sleep(0.3)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)]
+    with process(command, workdir / "ui.log", f"{url}/health", env, workdir, "mlflow ui", timeout=90):
         yield url, MlflowClient(tracking_uri=store)
-    finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        try:
-            ui.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(ui.pid, signal.SIGKILL)
-            ui.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -29,24 +29,28 @@ def free_port() -> int:
 
 
 @contextmanager
-def process(command: list[str], log: Path, ready_url: str, env: dict, cwd: Path, what: str) -> Iterator[int]:
-    """Start ``command``, wait until ``ready_url`` answers, stop it (and its children) at exit."""
+def process(
+    command: list[str], log: Path, ready_url: str, env: dict | None, cwd: Path, what: str, timeout: float = 120
+) -> Iterator[int]:
+    """Start ``command`` in a process group of its own, wait until ``ready_url`` answers, and
+    stop the group by its PID at exit (SIGTERM, then SIGKILL after 15 s). Yields the PID."""
     with open(log, "w") as out:
         child = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + timeout
         while True:
             if child.poll() is not None:
-                raise RuntimeError(f"{what} exited with code {child.returncode}; its log: {log}")
+                tail = Path(log).read_text(errors="replace")[-4000:]
+                raise RuntimeError(f"{what} exited with code {child.returncode}; its log ({log}):\n{tail}")
             try:
                 with urllib.request.urlopen(ready_url, timeout=2):
                     break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not answer {ready_url} within 120 s; its log: {log}")
+                raise RuntimeError(f"{what} did not answer {ready_url} within {timeout:g} s; its log: {log}")
             time.sleep(0.3)
         yield child.pid
     finally:

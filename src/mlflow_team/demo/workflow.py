@@ -14,7 +14,6 @@ registered model predicts from the raw columns (``PU_DO``, ``trip_distance``) as
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import time
 import uuid
@@ -99,6 +98,7 @@ def run(settings: Settings, echo=print) -> Outcome:
     from xgboost import XGBRegressor
 
     import mlflow_team.hyperopt
+    from mlflow_team.artifacts.integrity import sha256_of_file
 
     train_path, valid_path = _data_files(settings, echo)
     train_frame, valid_frame = data.read_dataframe(train_path), data.read_dataframe(valid_path)
@@ -191,8 +191,8 @@ def run(settings: Settings, echo=print) -> Outcome:
     for key, value in {
         "run_id": pick.run_id,
         "author": picked_run.data.tags.get("team.author", ""),
-        "data.train": f"{train_path} (sha256 {_sha256(train_path)[:16]})",
-        "data.valid": f"{valid_path} (sha256 {_sha256(valid_path)[:16]})",
+        "data.train": f"{train_path} (sha256 {sha256_of_file(str(train_path))[:16]})",
+        "data.valid": f"{valid_path} (sha256 {sha256_of_file(str(valid_path))[:16]})",
         "rmse": f"{pick.rmse:.4f}",
     }.items():
         client.set_model_version_tag(MODEL_NAME, version.version, key, value)
@@ -234,11 +234,3 @@ def _data_files(settings: Settings, echo) -> tuple[Path, Path]:
         data.generate(valid, 2021, 2, settings.valid_rows, seed=settings.seed + 1)
         echo(f"generated {valid}")
     return train, valid
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

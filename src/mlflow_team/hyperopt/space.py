@@ -101,38 +101,29 @@ def _plain(value: Any) -> Any:
 
 def flatten(point: Any, prefix: str = "") -> dict[str, str]:
     """``{"clf": {"C": 1.0}}`` -> ``{"clf.C": "1.0"}``; a scalar point is named ``prefix`` or ``x``."""
-    flat: dict[str, str] = {}
-    _flatten_into(flat, point, prefix)
-    return flat
-
-
-def _flatten_into(flat: dict[str, str], value: Any, name: str) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _flatten_into(flat, item, f"{name}.{key}" if name else str(key))
-        return
-    if isinstance(value, (list, tuple)) and any(isinstance(item, (dict, list, tuple)) for item in value):
-        for index, item in enumerate(value):
-            _flatten_into(flat, item, f"{name}.{index}" if name else str(index))
-        return
-    flat[name or "x"] = str(_plain(value))[:MAX_PARAM_LENGTH]
+    return {name: str(value)[:MAX_PARAM_LENGTH] for name, value in _leaves(point, prefix, into_lists=True)}
 
 
 def numbers(point: Any, prefix: str = "") -> dict[str, float]:
-    """The numeric leaves of ``point`` (bools left out), flattened like ``flatten``."""
-    found: dict[str, float] = {}
-    _numbers_into(found, point, prefix)
-    return found
+    """The numeric leaves of ``point`` (bools left out), named like ``flatten`` names them."""
+    return {
+        name: float(value)
+        for name, value in _leaves(point, prefix, into_lists=False)
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
 
 
-def _numbers_into(found: dict[str, float], value: Any, name: str) -> None:
+def _leaves(value: Any, name: str, into_lists: bool):
+    """``(dotted name, plain value)`` for every leaf of nested dicts (and, with ``into_lists``,
+    of lists that hold containers, named by index)."""
     if isinstance(value, dict):
         for key, item in value.items():
-            _numbers_into(found, item, f"{name}.{key}" if name else str(key))
-        return
-    value = _plain(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        found[name or "x"] = float(value)
+            yield from _leaves(item, f"{name}.{key}" if name else str(key), into_lists)
+    elif into_lists and isinstance(value, (list, tuple)) and any(isinstance(i, (dict, list, tuple)) for i in value):
+        for index, item in enumerate(value):
+            yield from _leaves(item, f"{name}.{index}" if name else str(index), into_lists)
+    else:
+        yield name or "x", _plain(value)
 
 
 def resolve(space_expr: Any, assignment: dict[str, Any]) -> Any:
