@@ -252,6 +252,28 @@ class ManagedSessions:
                 raise MlflowException(message=exc, error_code=INTERNAL_ERROR) from exc
 
     @contextmanager
+    def driver(self) -> Iterator["Statements"]:
+        """Plain driver statements inside this thread's write transaction (opened here if there
+        is none): the lean paths' way in, without a Session. Driver errors are mapped as a
+        session's are, so a lock error is still retried."""
+        import sqlite3
+
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import BAD_REQUEST, TEMPORARILY_UNAVAILABLE
+
+        with self.atomic():
+            connection = _ambient()[id(self.engine)]
+            cursor = connection.connection.dbapi_connection.cursor()
+            try:
+                yield Statements(cursor)
+            except sqlite3.OperationalError as exc:
+                raise MlflowException(message=exc, error_code=TEMPORARILY_UNAVAILABLE) from exc
+            except sqlite3.Error as exc:
+                raise MlflowException(message=exc, error_code=BAD_REQUEST) from exc
+            finally:
+                cursor.close()
+
+    @contextmanager
     def atomic(self) -> Iterator[None]:
         """One transaction for everything the block does through these sessions."""
         from mlflow.exceptions import MlflowException
@@ -276,6 +298,31 @@ class ManagedSessions:
             raise MlflowException(message=exc, error_code=TEMPORARILY_UNAVAILABLE) from exc
         except sqlalchemy.exc.SQLAlchemyError as exc:
             raise MlflowException(message=exc, error_code=BAD_REQUEST) from exc
+
+
+class Statements:
+    """A DBAPI cursor with the few shapes the lean paths need (qmark parameters)."""
+
+    def __init__(self, cursor) -> None:
+        self._cursor = cursor
+
+    def run(self, sql: str, params: tuple = ()) -> int:
+        """Execute; the number of rows it changed."""
+        return self._cursor.execute(sql, params).rowcount
+
+    def many(self, sql: str, rows: list[tuple]) -> None:
+        if rows:
+            self._cursor.executemany(sql, rows)
+
+    def first(self, sql: str, params: tuple = ()) -> tuple | None:
+        return self._cursor.execute(sql, params).fetchone()
+
+    def scalar(self, sql: str, params: tuple = ()) -> Any:
+        row = self.first(sql, params)
+        return None if row is None else row[0]
+
+    def all(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return self._cursor.execute(sql, params).fetchall()
 
 
 # --- retries ---------------------------------------------------------------------------------

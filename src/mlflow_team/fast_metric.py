@@ -2,7 +2,7 @@
 
 A training loop logs a metric per step, so this call sets the pace. MLflow's own path loads the
 run and the latest-metric row as ORM objects and flushes twice; this does the same work with four
-small Core statements inside the same managed transaction: check the run is active, insert the
+small driver statements inside the same managed transaction: check the run is active, insert the
 metric (a duplicate is ignored, as stock does), and insert or advance the run's latest value by
 the same (step, timestamp, value) ordering stock uses. Messages for a missing or inactive run are
 stock's own. The contract suite compares the results with stock's.
@@ -37,9 +37,14 @@ def log_metrics(store: Any, run_id: str, metrics: list) -> None:
     """Stock's ``_log_metrics`` (one call or a ``log_batch``'s metrics) in plain statements:
     the same validation and messages, duplicates in the batch or in the table skipped, and the
     latest value advanced by stock's (step, timestamp, value) ordering."""
-    from mlflow.entities import LifecycleStage
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+    rows = metric_rows(store, run_id, metrics)
+    with store.ManagedSessionMaker.driver() as sql:
+        check_run_active(sql, run_id)
+        write_metric_rows(sql, run_id, rows)
+
+
+def metric_rows(store: Any, run_id: str, metrics: list) -> list[tuple]:
+    """The metrics validated as stock validates them, as rows; the batch's duplicates dropped."""
     from mlflow.utils.validation import _validate_metric
 
     rows, seen = [], set()
@@ -54,22 +59,32 @@ def log_metrics(store: Any, run_id: str, metrics: list) -> None:
         seen.add(metric)
         is_nan, value = store.sanitize_metric_value(metric.value)
         rows.append((metric.key, value, metric.timestamp, metric.step, int(is_nan), run_id))
-    with store.ManagedSessionMaker(read_only=False) as session:
-        execute = session.connection().exec_driver_sql
-        stage = execute(_RUN_STAGE, (run_id,)).scalar()
-        if stage is None:
-            raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
-        if stage != LifecycleStage.ACTIVE:
-            raise MlflowException(
-                f"The run {run_id} must be in the 'active' state. Current state is {stage}.",
-                INVALID_PARAMETER_VALUE,
-            )
-        for row in rows:
-            if not execute(_INSERT_METRIC, row).rowcount:
-                continue  # the very same metric was logged before: nothing changes
-            key, value, timestamp, step, is_nan, _ = row
-            current = execute(_LATEST, (run_id, key)).first()
-            if current is None:
-                execute(_INSERT_LATEST, row)
-            elif (step, timestamp, value) > tuple(current):
-                execute(_UPDATE_LATEST, (value, timestamp, step, is_nan, run_id, key))
+    return rows
+
+
+def check_run_active(sql, run_id: str) -> None:
+    """Stock's messages for a run that does not exist or is deleted."""
+    from mlflow.entities import LifecycleStage
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+
+    stage = sql.scalar(_RUN_STAGE, (run_id,))
+    if stage is None:
+        raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
+    if stage != LifecycleStage.ACTIVE:
+        raise MlflowException(
+            f"The run {run_id} must be in the 'active' state. Current state is {stage}.",
+            INVALID_PARAMETER_VALUE,
+        )
+
+
+def write_metric_rows(sql, run_id: str, rows: list[tuple]) -> None:
+    for row in rows:
+        if not sql.run(_INSERT_METRIC, row):
+            continue  # the very same metric was logged before: nothing changes
+        key, value, timestamp, step, is_nan, _ = row
+        current = sql.first(_LATEST, (run_id, key))
+        if current is None:
+            sql.run(_INSERT_LATEST, row)
+        elif (step, timestamp, value) > tuple(current):
+            sql.run(_UPDATE_LATEST, (value, timestamp, step, is_nan, run_id, key))

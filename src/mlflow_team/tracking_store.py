@@ -13,7 +13,7 @@ from mlflow.entities import RunTag
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
-from mlflow_team import config, db, fast_metric, links, policy, stamping, uri
+from mlflow_team import config, db, fast_metric, fast_run, links, policy, stamping, uri
 from mlflow_team.policy import Policy
 
 
@@ -42,7 +42,7 @@ class TeamTrackingStoreMixin:
             read_db_uri=read_db_uri,
         )
         # Workspace-aware stores scope every query by workspace: they keep MLflow's own path.
-        self._lean_metric_path = self.db_type == "sqlite" and not self.supports_workspaces
+        self._lean_path = self.db_type == "sqlite" and not self.supports_workspaces
 
     @classmethod
     def _get_or_create_engine(cls, db_uri: str):
@@ -119,7 +119,23 @@ class TeamTrackingStoreMixin:
         )
         present.update(policy.fill_required_tags(self.policy, experiment_id, present))
         tags = [RunTag(key, value) for key, value in present.items()]
+        if self._lean_path:
+            return fast_run.create_run(self, experiment_id, user_id, start_time, tags, run_name)
         return super().create_run(experiment_id, user_id, start_time, tags, run_name)
+
+    def update_run_info(self, run_id, run_status, end_time, run_name):
+        if self._lean_path:
+            return fast_run.update_run_info(self, run_id, run_status, end_time, run_name)
+        return super().update_run_info(run_id, run_status, end_time, run_name)
+
+    def finish_run(self, run_id, metrics, params, tags, run_status, end_time):
+        """``log_batch`` then ``update_run_info`` in one transaction: a run's last values and its
+        end status land together or not at all (mlflow-team's own; autologging ends trial runs
+        with it when the store is in-process)."""
+        with self.ManagedSessionMaker.atomic():
+            if metrics or params or tags:
+                self.log_batch(run_id, metrics, params, tags)
+            return self.update_run_info(run_id, run_status, end_time, None)
 
     def delete_run(self, run_id):
         return self._guarded_delete(
@@ -176,12 +192,12 @@ class TeamTrackingStoreMixin:
 
     def log_metric(self, run_id, metric):
         policy.check_metrics(self.policy, [(metric.key, metric.value, metric.timestamp, metric.step)])
-        if self._lean_metric_path and metric.model_id is None:
+        if self._lean_path and metric.model_id is None:
             return fast_metric.log_metric(self, run_id, metric)
         return super().log_metric(run_id, metric)
 
     def _log_metrics(self, run_id, metrics):  # the metrics of a log_batch
-        if self._lean_metric_path:
+        if self._lean_path:
             return fast_metric.log_metrics(self, run_id, metrics)
         return super()._log_metrics(run_id, metrics)
 
@@ -191,6 +207,8 @@ class TeamTrackingStoreMixin:
         policy.check_metrics(
             self.policy, [(m.key, m.value, m.timestamp, m.step) for m in metrics or ()]
         )
+        if self._lean_path and not any(m.model_id for m in metrics or ()):
+            return fast_run.log_batch(self, run_id, metrics or [], params or [], tags or [])
         # Stock commits params, metrics and tags separately; one transaction makes it all-or-none.
         with self.ManagedSessionMaker.atomic():
             return super().log_batch(run_id, metrics, params, tags)

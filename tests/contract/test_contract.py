@@ -276,8 +276,80 @@ def metric_edges_scenario(client: MlflowClient, uri: str, norm: Normalizer):
     return {"run": _run(client, run_id, norm), "history": history, "errors": errors}
 
 
+def _error(action) -> tuple | None:
+    try:
+        action()
+    except Exception as exc:  # the type, code and message a user sees
+        return type(exc).__name__, getattr(exc, "error_code", None), str(exc)
+    return None
+
+
+def run_lifecycle_edges_scenario(client: MlflowClient, uri: str, norm: Normalizer):
+    """A run's own writes (create, batch, end) at their edges: names, conflicts, refusals."""
+    from mlflow.entities import RunStatus
+
+    experiment_id = client.create_experiment(unique("contract/run-edges"))
+    named_by_tag = client.create_run(experiment_id, tags={**REQUIRED, "mlflow.runName": "by-tag"})
+    unnamed = client.create_run(experiment_id, tags=REQUIRED)
+    run_id = named_by_tag.info.run_id
+    norm.id(run_id, "run")
+    norm.id(unnamed.info.run_id, "run")
+    returned = {
+        "name": named_by_tag.info.run_name,
+        "status": named_by_tag.info.status,
+        "in_experiment": named_by_tag.info.experiment_id == experiment_id,
+        "artifacts_end": named_by_tag.info.artifact_uri.endswith(f"/{run_id}/artifacts"),
+        "tags": unstamped(named_by_tag.data.tags),
+        "params": named_by_tag.data.params,
+        "metrics": named_by_tag.data.metrics,
+        "unnamed_has_generated_name": bool(unnamed.info.run_name)
+        and unnamed.data.tags.get("mlflow.runName") == unnamed.info.run_name,
+    }
+    client.log_batch(run_id, params=[Param("depth", "6")])
+    client.log_batch(  # the same param again with its value: accepted; tag keys twice: last wins
+        run_id,
+        params=[Param("depth", "6"), Param("eta", "0.3")],
+        tags=[RunTag("stage", "a"), RunTag("stage", "b"), RunTag("mlflow.runName", "renamed")],
+        metrics=[Metric("loss", 0.5, 10, 0), Metric("loss", 0.5, 10, 0), Metric("loss", 0.4, 11, 1)],
+    )
+    deleted_experiment = client.create_experiment(unique("contract/run-edges-gone"))
+    client.delete_experiment(deleted_experiment)
+    errors = [
+        _error(lambda: client.log_batch(run_id, params=[Param("depth", "7"), Param("new", "1")])),
+        _error(lambda: client.create_run(experiment_id, tags={**REQUIRED, "mlflow.runName": "a"}, run_name="b")),
+        _error(lambda: client.create_run("987654", tags=REQUIRED)),
+        _error(lambda: client.create_run(deleted_experiment, tags=REQUIRED)),
+    ]
+    info = client._tracking_client.store.update_run_info(run_id, RunStatus.RUNNING, None, "again")
+    renamed = {"name": info.run_name, "status": info.status, "ended": info.end_time is not None}
+    client.set_terminated(run_id, "KILLED", end_time=123)
+    ended = client.get_run(run_id).info
+    gone = client.create_run(experiment_id, tags=REQUIRED).info.run_id
+    norm.id(gone, "run")
+    client.delete_run(gone)
+    errors += [
+        _error(lambda: client.set_terminated(gone, "FINISHED")),
+        _error(lambda: client.set_terminated("0" * 32, "FINISHED")),
+        _error(lambda: client.log_batch(gone, params=[Param("a", "1")])),
+        _error(lambda: client.log_batch("f" * 32, tags=[RunTag("a", "1")])),
+    ]
+    assert all(errors), errors
+    return {
+        "returned": returned,
+        "renamed": renamed,
+        "ended": (ended.status, ended.end_time, ended.run_name),
+        "run": _run(client, run_id, norm),
+        "history": sorted((m.value, m.timestamp, m.step) for m in client.get_metric_history(run_id, "loss")),
+        "errors": [
+            (kind, code, norm.text(message).replace(f"experiment {deleted_experiment} ", "experiment <gone> "))
+            for kind, code, message in errors
+        ],
+    }
+
+
 SCENARIOS = [
     metric_edges_scenario,
+    run_lifecycle_edges_scenario,
     experiments_scenario,
     runs_scenario,
     search_pages_scenario,

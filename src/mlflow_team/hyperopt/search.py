@@ -56,6 +56,7 @@ def exhaust(original, fmin_iter, *args, **kwargs):
         search = trial.SearchContext(
             parent_run_id=run_id,
             experiment_id=run.info.experiment_id,
+            tracking_uri=mlflow.get_tracking_uri(),
             log_trial_runs=bool(get_autologging_config(FLAVOR_NAME, "log_trial_runs", True)),
             tags=tuple({**_context_tags(), **_inherited_tags(run_id), **extra_tags}.items()),
         )
@@ -121,7 +122,7 @@ def _summarise(fmin_iter, run_id: str, seconds: float, reason: str, before: set)
     from mlflow.utils.autologging_utils import get_autologging_config
 
     trials, domain = fmin_iter.trials, fmin_iter.domain
-    table = report.TrialTable(domain.expr, trials)
+    table = report.TrialTable(domain.expr, trials, known=lambda tid: trial.resolved(run_id, tid))
     now = int(time.time() * 1000)
     metrics = {f"trials_{status}": count for status, count in table.counts().items()}
     metrics["trials_evaluated"] = sum(1 for row in table.rows if row["tid"] not in before)

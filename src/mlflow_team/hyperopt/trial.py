@@ -9,6 +9,7 @@ refuses; where such a clash happens anyway, the value already on the run stays.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ TAG_STATUS = "hyperopt.status"
 TAG_ERROR = "hyperopt.error"
 _SKIPPED_RESULT_KEYS = {"loss", "status", "attachments"}
 
+#: ``(parent run id, tid) -> (point, flattened params)`` of the trials evaluated in this process,
+#: so the search's summary does not resolve each point a second time (taken by ``resolved``).
+_RESOLVED: dict[tuple[str, int], tuple[object, dict[str, str]]] = {}
+
 
 @dataclass(frozen=True)
 class SearchContext:
@@ -36,6 +41,8 @@ class SearchContext:
 
     parent_run_id: str
     experiment_id: str
+    #: The search's tracking URI: every trial run goes where its parent is, whatever the thread.
+    tracking_uri: str = ""
     log_trial_runs: bool = True
     #: Tags every trial run starts with: the run context (source, user, git commit...) resolved
     #: once per search, ``extra_tags`` and those inherited from the parent.
@@ -55,7 +62,8 @@ def evaluate(original, domain, config, ctrl, *args, **kwargs):
     session = _session()
     session_state = getattr(session, "state", None)
     try:
-        run = _start(search, ctrl)
+        client = _client(search.tracking_uri)
+        run = _start(client, search, ctrl)
     except Exception as exc:
         _report(exc)
         return original(domain, config, ctrl, *args, **kwargs)
@@ -64,17 +72,29 @@ def evaluate(original, domain, config, ctrl, *args, **kwargs):
         result = original(domain, config, ctrl, *args, **kwargs)
     except BaseException as exc:
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-        _guarded(lambda: _end(run, domain, config, None, time.perf_counter() - started, exc, status))
+        _guarded(lambda: _end(client, search, run, domain, config, None, time.perf_counter() - started, exc, status))
         _restore(session, session_state)
         raise
-    _guarded(lambda: _end(run, domain, config, result, time.perf_counter() - started, None, "FINISHED"))
+    _guarded(lambda: _end(client, search, run, domain, config, result, time.perf_counter() - started, None, "FINISHED"))
     _restore(session, session_state)
     return result
 
 
-def _start(search: SearchContext, ctrl):
-    """Create the trial's run and make it this thread's active run (one write)."""
+@functools.lru_cache(maxsize=8)
+def _client(tracking_uri: str):
+    """One client per tracking URI for all trials (building one costs more than a lean write)."""
     from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri or None)
+
+
+def resolved(parent_run_id: str, tid) -> tuple[object, dict[str, str]] | None:
+    """The point and params a trial of this search logged in this process (then forgotten)."""
+    return _RESOLVED.pop((parent_run_id, tid), None)
+
+
+def _start(client, search: SearchContext, ctrl):
+    """Create the trial's run and make it this thread's active run (one write)."""
     from mlflow.tracking.fluent import ActiveRun, _active_run_stack
 
     trial = getattr(ctrl, "current_trial", None) or {}
@@ -90,20 +110,20 @@ def _start(search: SearchContext, ctrl):
     }
     if tid is not None:
         tags[TAG_TID] = str(tid)
-    run = MlflowClient().create_run(search.experiment_id, tags=tags, run_name=name)
+    run = client.create_run(search.experiment_id, tags=tags, run_name=name)
     stack.append(ActiveRun(run))
     if ctrl is not None and tid is not None:
         _guarded(lambda: ctrl.attachments.__setitem__(RUN_ID_ATTACHMENT, run.info.run_id.encode()))
     return run
 
 
-def _end(run, domain, config, result, duration: float, error: BaseException | None, status: str) -> None:
-    """Leave the trial's run (at once) and hand its last writes to the background finisher."""
+def _end(client, search: SearchContext, run, domain, config, result, duration: float,
+         error: BaseException | None, status: str) -> None:
+    """Leave the trial's run (at once) and write its params, results and end status."""
     from mlflow.tracking.fluent import _active_run_stack
 
-    from mlflow_team.hyperopt.finisher import FINISHER
-
     run_id = run.info.run_id
+    end_time = int(time.time() * 1000)
     stack = _active_run_stack.get()
     if any(active.info.run_id == run_id for active in stack):
         while stack and stack[-1].info.run_id != run_id:
@@ -111,29 +131,45 @@ def _end(run, domain, config, result, duration: float, error: BaseException | No
 
             mlflow.end_run()  # a run the objective started and left open
         stack.pop()
-    from mlflow import MlflowClient
-
-    client = MlflowClient()  # bound now: the tracking URI of the search, whatever comes later
     try:
-        batch = _results(domain, config, result, duration, error)
+        batch = _results(search, run, domain, config, result, duration, error)
     except Exception as exc:  # still end the run; say what could not be logged
         _report(exc)
         batch = {}
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    finish_run = getattr(store, "finish_run", None)
+    if finish_run is not None:
+        # In-process team store: one lean transaction, cheaper than a hand-over to a thread.
+        from mlflow.entities import RunStatus
+
+        _without_param_conflicts(
+            client, run_id, batch,
+            lambda **b: finish_run(run_id, b["metrics"], b["params"], b["tags"], RunStatus.from_string(status), end_time),
+        )
+        return
+
+    from mlflow_team.hyperopt.finisher import FINISHER
 
     def finish() -> None:
         if batch:
             log_batch(run_id, client=client, **batch)
-        client.set_terminated(run_id, status)
+        client.set_terminated(run_id, status, end_time)
 
+    # A server: the two requests go to a worker thread while the next trial runs.
     FINISHER.submit(f"trial run {run_id} ({run.info.run_name})", finish)
 
 
-def _results(domain, config, result, duration: float, error: BaseException | None) -> dict:
+def _results(search: SearchContext, run, domain, config, result, duration: float,
+             error: BaseException | None) -> dict:
     """The trial's params, results and status, as one ``log_batch``."""
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
-    params = space.flatten(space.resolve(domain.expr, config))
+    point = space.resolve(domain.expr, config)
+    params = space.flatten(point)
+    tid = run.data.tags.get(TAG_TID)
+    if tid is not None:
+        _RESOLVED[(search.parent_run_id, int(tid))] = (point, params)
     metrics = {"trial_duration_s": duration}
     tags = {}
     if error is not None:
@@ -153,23 +189,32 @@ def _results(domain, config, result, duration: float, error: BaseException | Non
 
 
 def log_batch(run_id: str, metrics=(), params=(), tags=(), client=None) -> None:
-    """``MlflowClient.log_batch``, keeping a value already logged under a param's name.
+    """``MlflowClient.log_batch``, keeping a value already logged under a param's name."""
+    from mlflow import MlflowClient
+
+    client = client or MlflowClient()
+    batch = {"metrics": list(metrics), "params": list(params), "tags": list(tags)}
+    _without_param_conflicts(client, run_id, batch, lambda **b: client.log_batch(run_id, **b))
+
+
+def _without_param_conflicts(client, run_id: str, batch: dict, write) -> None:
+    """``write(metrics=, params=, tags=)``; if MLflow refuses a param that is already on the run
+    with another value, write again without the params the run already has.
 
     MLflow refuses to change a param; an autologger inside the objective may have logged the
     same name first (``max_depth=4`` against hyperopt's ``4.0``). Then ours is left out.
     """
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = client or MlflowClient()
+    batch = {"metrics": list(batch.get("metrics", ())), "params": list(batch.get("params", ())),
+             "tags": list(batch.get("tags", ()))}
     try:
-        client.log_batch(run_id, metrics=list(metrics), params=list(params), tags=list(tags))
+        write(**batch)
     except MlflowException as exc:
-        if not params or "param" not in str(exc).lower():
+        if not batch["params"] or "param" not in str(exc).lower():
             raise
         existing = client.get_run(run_id).data.params
-        kept = [p for p in params if p.key not in existing]
-        client.log_batch(run_id, metrics=list(metrics), params=kept, tags=list(tags))
+        write(**{**batch, "params": [p for p in batch["params"] if p.key not in existing]})
 
 
 def _guarded(action) -> None:
