@@ -284,6 +284,44 @@ def test_exclusive_leaves_a_users_run_alone(experiment):
     assert len(parents) == 1 and children == [] and parents[0].data.params == {}
 
 
+def test_trial_params_are_the_point_proposed_even_if_the_objective_changes_it(experiment):
+    def greedy(point):
+        point.pop("seed")
+        point["learning_rate"] = "changed"
+        return {"loss": 1.0, "status": STATUS_OK}
+
+    trials = Trials()
+    fmin(greedy, SPACE, algo=tpe.suggest, max_evals=3, trials=trials, rstate=np.random.default_rng(3), show_progressbar=False)
+    [parent], children = runs_of(experiment)
+    for child in children:
+        tid = int(child.data.tags["hyperopt.tid"])
+        proposed = space_eval(SPACE, {k: v[0] for k, v in trials.trials[tid]["misc"]["vals"].items() if v})
+        assert child.data.params["seed"] == "42"
+        assert child.data.params["learning_rate"] == str(proposed["learning_rate"])
+    rows = list(csv.DictReader(io.StringIO(read_artifact(parent.info.run_id, "hyperopt/trials.csv"))))
+    assert {row["seed"] for row in rows} == {"42"}
+
+
+def test_an_objective_given_expr_memo_ctrl_gets_its_params_from_the_space(experiment):
+    from hyperopt import pyll
+    from hyperopt.fmin import fmin_pass_expr_memo_ctrl
+
+    @fmin_pass_expr_memo_ctrl
+    def low_level(expr, memo, ctrl):
+        point = pyll.rec_eval(expr, memo=memo)
+        return {"loss": point["learning_rate"], "status": STATUS_OK}
+
+    from hyperopt.base import Domain
+    from hyperopt.fmin import FMinIter
+
+    domain = Domain(low_level, SPACE)
+    search = FMinIter(tpe.suggest, domain, Trials(), rstate=np.random.default_rng(4), max_evals=2, show_progressbar=False)
+    search.exhaust()
+    _, children = runs_of(experiment)
+    assert len(children) == 2 and all(c.data.params["seed"] == "42" and "learning_rate" in c.data.params for c in children)
+    assert domain.fn is low_level  # a domain's objective is its own again after the search
+
+
 def test_autologging_changes_no_result(experiment):
     def search(**extra):
         return fmin(objective, SPACE, algo=tpe.suggest, max_evals=6, rstate=np.random.default_rng(15), show_progressbar=False, **extra)

@@ -47,7 +47,7 @@ class TrialTable:
     """Every trial of a ``Trials`` object (errors included), with its point resolved."""
 
     def __init__(self, expr, trials, known=lambda tid: None) -> None:
-        """``known(tid)``: the ``(point, params)`` a trial already resolved, or None."""
+        """``known(tid)``: the ``(params, numeric params)`` a trial already resolved, or None."""
         self.rows: list[dict] = []
         for doc in trials._dynamic_trials:
             result = doc.get("result") or {}
@@ -55,11 +55,10 @@ class TrialTable:
             status = "error" if state == "error" else result.get("status") or state
             loss = result.get("loss")
             try:
-                point, params = known(doc["tid"]) or (None, None)
+                params, numeric = known(doc["tid"]) or (None, None)
                 if params is None:
                     point = space.resolve(expr, space.assignment_of(doc))
-                    params = space.flatten(point)
-                numeric = space.numbers(point)
+                    params, numeric = space.flatten(point), space.numbers(point)
             except Exception:  # a point the space cannot rebuild (changed space on resume)
                 params, numeric = {}, {}
             self.rows.append(

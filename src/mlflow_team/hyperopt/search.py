@@ -52,6 +52,7 @@ def exhaust(original, fmin_iter, *args, **kwargs):
         run = mlflow.active_run()
     run_id = run.info.run_id
     before = {t["tid"] for t in trials._dynamic_trials}
+    objective = domain.fn
     try:
         search = trial.SearchContext(
             parent_run_id=run_id,
@@ -62,11 +63,15 @@ def exhaust(original, fmin_iter, *args, **kwargs):
         )
         _start(fmin_iter, run_id, tags if not own_run else {}, before)
         stop = _StopRecorder(fmin_iter)
+        domain.fn = trial.PointRecorder(objective)
         setattr(domain, trial.PARENT_ATTRIBUTE, search)
         _republish_domain(fmin_iter)
         if trials.attachments is not None:
             trials.attachments[PARENT_ATTACHMENT] = run_id.encode()
     except Exception:
+        domain.fn = objective
+        if hasattr(domain, trial.PARENT_ATTRIBUTE):
+            delattr(domain, trial.PARENT_ATTRIBUTE)
         if own_run:
             mlflow.end_run("FAILED")
         raise  # safe_patch reports it as a warning and runs the search without autologging
@@ -75,20 +80,26 @@ def exhaust(original, fmin_iter, *args, **kwargs):
     try:
         result = original(fmin_iter, *args, **kwargs)
     except BaseException as exc:
-        trial._guarded(lambda: delattr(domain, trial.PARENT_ATTRIBUTE))
+        trial._guarded(lambda: _leave(domain, objective))
         trial._guarded(_flush_trials)
         trial._guarded(lambda: _summarise(fmin_iter, run_id, time.perf_counter() - started, _reason_of(exc), before))
         if own_run:
             trial._guarded(lambda: mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"))
         raise
     try:
-        delattr(domain, trial.PARENT_ATTRIBUTE)
+        _leave(domain, objective)
         trial._guarded(_flush_trials)
         _summarise(fmin_iter, run_id, time.perf_counter() - started, stop.reason(started), before)
     finally:
         if own_run:
             mlflow.end_run("FINISHED")
     return result
+
+
+def _leave(domain, objective) -> None:
+    """The domain as it was before the search: its own objective, no parent run."""
+    domain.fn = objective
+    delattr(domain, trial.PARENT_ATTRIBUTE)
 
 
 def _start(fmin_iter, run_id: str, tags: dict, before: set) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -30,9 +31,33 @@ TAG_STATUS = "hyperopt.status"
 TAG_ERROR = "hyperopt.error"
 _SKIPPED_RESULT_KEYS = {"loss", "status", "attachments"}
 
-#: ``(parent run id, tid) -> (point, flattened params)`` of the trials evaluated in this process,
+#: ``(parent run id, tid) -> (params, numeric params)`` of the trials evaluated in this process,
 #: so the search's summary does not resolve each point a second time (taken by ``resolved``).
-_RESOLVED: dict[tuple[str, int], tuple[object, dict[str, str]]] = {}
+_RESOLVED: dict[tuple[str, int], tuple[dict[str, str], dict[str, float]]] = {}
+_seen = threading.local()  # the point the objective of this thread's current trial was given
+
+
+class PointRecorder:
+    """Stands in for a search's objective (``Domain.fn``) and notes, before calling it, the point
+    hyperopt hands it, as params: what the objective saw, even if it changes the dict, and
+    without evaluating the space a second time. Picklable when the objective is, so a domain
+    sent to workers carries it."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+        functools.update_wrapper(self, fn, updated=())
+
+    def __call__(self, *args, **kwargs):
+        if len(args) == 1 and not kwargs:
+            _seen.point = _snapshot(args[0])
+        return self.fn(*args, **kwargs)
+
+
+def _snapshot(point) -> tuple[dict[str, str], dict[str, float]] | None:
+    try:
+        return space.flatten(point), space.numbers(point)
+    except Exception:
+        return None
 
 
 @dataclass(frozen=True)
@@ -67,6 +92,7 @@ def evaluate(original, domain, config, ctrl, *args, **kwargs):
     except Exception as exc:
         _report(exc)
         return original(domain, config, ctrl, *args, **kwargs)
+    _seen.point = None
     started = time.perf_counter()
     try:
         result = original(domain, config, ctrl, *args, **kwargs)
@@ -88,8 +114,8 @@ def _client(tracking_uri: str):
     return MlflowClient(tracking_uri or None)
 
 
-def resolved(parent_run_id: str, tid) -> tuple[object, dict[str, str]] | None:
-    """The point and params a trial of this search logged in this process (then forgotten)."""
+def resolved(parent_run_id: str, tid) -> tuple[dict[str, str], dict[str, float]] | None:
+    """The params (all, numeric) a trial of this search logged in this process (then forgotten)."""
     return _RESOLVED.pop((parent_run_id, tid), None)
 
 
@@ -165,11 +191,14 @@ def _results(search: SearchContext, run, domain, config, result, duration: float
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
-    point = space.resolve(domain.expr, config)
-    params = space.flatten(point)
+    seen, _seen.point = getattr(_seen, "point", None), None
+    if seen is None:  # an objective that takes (expr, memo, ctrl), or an error before the call
+        point = space.resolve(domain.expr, config)
+        seen = space.flatten(point), space.numbers(point)
+    params = seen[0]
     tid = run.data.tags.get(TAG_TID)
     if tid is not None:
-        _RESOLVED[(search.parent_run_id, int(tid))] = (point, params)
+        _RESOLVED[(search.parent_run_id, int(tid))] = seen
     metrics = {"trial_duration_s": duration}
     tags = {}
     if error is not None:
