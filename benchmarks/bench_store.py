@@ -6,10 +6,12 @@
 Figures (medians; stock and team repetitions interleaved, because the machine is noisy):
 
 1. per-call `log_metric`: one metric per client call, as a training loop logs it (ms per call);
-2. `log_batch` of 1,000 metrics (s per batch);
-3. `search_runs` with a filter and an order by a metric, 100 results, on an experiment of
+2. a run's life: `create_run`, one `log_batch` (10 params, 3 metrics, 2 tags), `set_terminated`
+   (ms per run), as a short run or a hyperparameter trial writes;
+3. `log_batch` of 1,000 metrics (s per batch);
+4. `search_runs` with a filter and an order by a metric, 100 results, on an experiment of
    10,000 runs (s per search; both stores search copies of the same database file);
-4. eight processes creating runs and logging metrics into one brand-new database file at once:
+5. eight processes creating runs and logging metrics into one brand-new database file at once:
    errors, and writes lost (acknowledged or attempted, but not in the database afterwards).
 
 Targets: no figure of the team store more than 10% slower than stock; per-call logging at least
@@ -102,6 +104,27 @@ def batches(clients: dict, size: int, reps: int) -> dict[str, list[float]]:
     return samples
 
 
+def run_lives(clients: dict, reps: int) -> dict[str, list[float]]:
+    """A run's own writes, as a short run (a hyperopt trial, a quick experiment) makes them:
+    create it, one `log_batch` (10 params, 3 metrics, 2 tags), end it (s per run)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    samples: dict[str, list[float]] = {name: [] for name in clients}
+    for rep in range(reps):
+        for name, (client, experiment_id) in clients.items():
+            started = time.perf_counter()
+            run_id = client.create_run(experiment_id, tags={"model": "xgboost"}).info.run_id
+            client.log_batch(
+                run_id,
+                metrics=[Metric(k, 0.5, 1_000 + rep, 0) for k in ("rmse", "mae", "r2")],
+                params=[Param(f"p{i}", str(i)) for i in range(10)],
+                tags=[RunTag("status", "ok"), RunTag("note", "bench")],
+            )
+            client.set_terminated(run_id, "FINISHED")
+            samples[name].append(time.perf_counter() - started)
+    return samples
+
+
 def populate(path: Path, runs: int) -> None:
     """One database with `runs` runs in experiment 'bench/search', built through the team store."""
     from mlflow.entities import Metric, Param, RunTag
@@ -179,9 +202,9 @@ def main() -> int:
     args = parser.parse_args()
     quiet()
     sizes = (
-        dict(calls=50, rounds=4, batch_reps=5, search_runs=1_000, search_reps=7, writer_runs=3, writer_metrics=10)
+        dict(calls=50, rounds=4, run_reps=30, batch_reps=5, search_runs=1_000, search_reps=7, writer_runs=3, writer_metrics=10)
         if args.quick
-        else dict(calls=100, rounds=6, batch_reps=15, search_runs=10_000, search_reps=15, writer_runs=5, writer_metrics=20)
+        else dict(calls=100, rounds=6, run_reps=100, batch_reps=15, search_runs=10_000, search_reps=15, writer_runs=5, writer_metrics=20)
     )
     work = Path(tempfile.mkdtemp(prefix="mlflow-team-bench-"))
     (work / "policy.toml").write_text(POLICY)
@@ -210,6 +233,10 @@ def main() -> int:
     stock_ms, team_ms = median_ms(calls["stock"]), median_ms(calls["team"])
     rows.append(("log_metric per call, median ms", f"{stock_ms:.2f}", f"{team_ms:.2f}", f"{stock_ms / team_ms:.1f}x faster", ">= 3x faster"))
     rows.append(("log_metric per call, p95 ms", f"{p95_ms(calls['stock']):.2f}", f"{p95_ms(calls['team']):.2f}", f"{p95_ms(calls['stock']) / p95_ms(calls['team']):.1f}x faster", ""))
+
+    lives = run_lives(clients, sizes["run_reps"])
+    stock_ms, team_ms = median_ms(lives["stock"]), median_ms(lives["team"])
+    rows.append(("a run's life (create, log_batch, end), median ms", f"{stock_ms:.2f}", f"{team_ms:.2f}", f"{stock_ms / team_ms:.1f}x faster", ""))
 
     batch = batches(clients, 1_000, sizes["batch_reps"])
     stock_s, team_s = statistics.median(batch["stock"]), statistics.median(batch["team"])
