@@ -407,6 +407,83 @@ def test_trials_evaluated_in_other_threads_nest_under_the_parent(experiment):
     assert parent.data.metrics["trials_ok"] == 4
 
 
+def _evaluate_in_a_worker_process(domain_bytes: bytes, doc: dict, tracking_uri: str):
+    """What a process-parallel backend's worker (MongoTrials' ``hyperopt-mongo-worker``) does:
+    unpickle the published domain and evaluate one trial, with autologging turned on there too."""
+    import os
+
+    import mlflow
+    from hyperopt import base
+    from hyperopt.utils import pickler
+
+    import mlflow_team.hyperopt
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow_team.hyperopt.autolog()
+    domain = pickler.loads(domain_bytes)
+    local = base.Trials()  # stands in for the backend's shared attachment store
+    result = domain.evaluate(base.spec_from_misc(doc["misc"]), base.Ctrl(local, current_trial=doc))
+    attachments = {k: v for k, v in local.attachments.items()}
+    return result, attachments, os.getpid()
+
+
+class ProcessTrials(Trials):
+    """Trials evaluated by worker processes (spawned, so they share nothing with this one)."""
+
+    asynchronous = True
+
+    def __init__(self, tracking_uri: str, workers: int = 2) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        super().__init__()
+        self.tracking_uri = tracking_uri
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        self.pids: set[int] = set()
+
+    def insert_trial_docs(self, docs):
+        tids = super().insert_trial_docs(docs)
+        for doc in self._dynamic_trials:
+            if doc["tid"] in tids:
+                doc["state"] = 1  # JOB_STATE_RUNNING
+                future = self.pool.submit(
+                    _evaluate_in_a_worker_process, self.attachments["FMinIter_Domain"], doc, self.tracking_uri
+                )
+                future.add_done_callback(lambda f, doc=doc: self._done(doc, f))
+        return tids
+
+    def _done(self, doc, future):
+        from hyperopt import base
+
+        try:
+            doc["result"], attachments, pid = future.result()
+        except Exception as exc:
+            doc["misc"]["error"] = (str(type(exc)), str(exc))
+            doc["state"] = base.JOB_STATE_ERROR
+            return
+        self.attachments.update(attachments)  # keyed by tid: the trial's run id among them
+        self.pids.add(pid)
+        doc["state"] = base.JOB_STATE_DONE
+
+
+def test_trials_evaluated_in_other_processes_nest_under_the_parent(database, experiment):
+    import os
+
+    trials = ProcessTrials(database)
+    try:
+        fmin(objective, SPACE, algo=tpe.suggest, max_evals=4, max_queue_len=4, trials=trials,
+             rstate=np.random.default_rng(21), show_progressbar=False)
+    finally:
+        trials.pool.shutdown()
+    [parent], children = runs_of(experiment)
+    assert trials.pids and os.getpid() not in trials.pids
+    assert len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert all(c.info.status == "FINISHED" and "loss" in c.data.metrics for c in children)
+    assert parent.data.metrics["trials_ok"] == 4
+    assert parent.data.tags["hyperopt.best_run_id"] in {c.info.run_id for c in children}
+
+
 def test_autolog_can_be_called_before_hyperopt_is_imported(database, tmp_path):
     script = f"""
 import mlflow, numpy as np
