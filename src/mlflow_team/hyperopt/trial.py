@@ -168,10 +168,10 @@ def _end(client, search: SearchContext, run, domain, config, result, duration: f
         # In-process team store: one lean transaction, cheaper than a hand-over to a thread.
         from mlflow.entities import RunStatus
 
-        _without_param_conflicts(
-            client, run_id, batch,
-            lambda **b: finish_run(run_id, b["metrics"], b["params"], b["tags"], RunStatus.from_string(status), end_time),
-        )
+        def write(metrics, params, tags):
+            finish_run(run_id, metrics, params, tags, RunStatus.from_string(status), end_time)
+
+        _without_param_conflicts(client, run_id, batch, write)
         return
 
     from mlflow_team.hyperopt.finisher import FINISHER
