@@ -363,3 +363,32 @@ SCENARIOS = [
 def test_team_store_returns_what_stock_returns(db_url, scenario):
     stock, team = both(db_url, scenario)
     assert team == stock
+
+
+def test_finish_run_lands_a_runs_last_values_and_its_end_together_or_not_at_all(db_url):
+    """The team store's own ``finish_run`` (how autologging ends an in-process trial run)."""
+    from mlflow.entities import RunStatus
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=f"team+{db_url}")
+    store = client._tracking_client.store
+    experiment_id = client.create_experiment(unique("contract/finish"))
+    run_id = client.create_run(experiment_id, tags=REQUIRED).info.run_id
+    client.log_param(run_id, "depth", "6")
+    with pytest.raises(MlflowException, match="Changing param values is not allowed"):
+        store.finish_run(
+            run_id, [Metric("loss", 0.5, 0, 0)], [Param("depth", "7")], [RunTag("note", "x")],
+            RunStatus.FINISHED, 1234,
+        )
+    run = client.get_run(run_id)
+    assert run.info.status == "RUNNING" and run.info.end_time is None
+    assert run.data.metrics == {} and "note" not in run.data.tags
+
+    info = store.finish_run(
+        run_id, [Metric("loss", 0.5, 0, 0)], [Param("eta", "0.3")], [RunTag("note", "x")],
+        RunStatus.FAILED, 1234,
+    )
+    run = client.get_run(run_id)
+    assert (info.status, info.end_time) == ("FAILED", 1234) == (run.info.status, run.info.end_time)
+    assert run.data.metrics == {"loss": 0.5} and run.data.params == {"depth": "6", "eta": "0.3"}
+    assert run.data.tags["note"] == "x"

@@ -155,30 +155,6 @@ def test_batch_changing_a_param_stores_nothing(client, run_id):
     assert data.params == {"depth": "6"} and data.metrics == {} and "note" not in data.tags
 
 
-def test_finish_run_ends_a_run_with_its_last_values_or_not_at_all(client, run_id):
-    from mlflow.entities import RunStatus
-
-    store = client._tracking_client.store
-    client.log_param(run_id, "depth", "6")
-    with pytest.raises(MlflowException, match="Changing param values is not allowed"):
-        store.finish_run(
-            run_id, [Metric("loss", 0.5, 0, 0)], [Param("depth", "7")], [RunTag("note", "x")],
-            RunStatus.FINISHED, 1234,
-        )
-    run = client.get_run(run_id)
-    assert run.info.status == "RUNNING" and run.info.end_time is None
-    assert run.data.metrics == {} and "note" not in run.data.tags
-
-    info = store.finish_run(
-        run_id, [Metric("loss", 0.5, 0, 0)], [Param("eta", "0.3")], [RunTag("note", "x")],
-        RunStatus.FAILED, 1234,
-    )
-    run = client.get_run(run_id)
-    assert (info.status, info.end_time) == ("FAILED", 1234) == (run.info.status, run.info.end_time)
-    assert run.data.metrics == {"loss": 0.5} and run.data.params == {"depth": "6", "eta": "0.3"}
-    assert run.data.tags["note"] == "x"
-
-
 def test_allowed_batch_is_stored_whole(client, run_id):
     client.log_batch(
         run_id,
