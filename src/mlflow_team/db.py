@@ -259,17 +259,25 @@ class ManagedSessions:
         import sqlite3
 
         from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import BAD_REQUEST, TEMPORARILY_UNAVAILABLE
+        from mlflow.protos.databricks_pb2 import (
+            BAD_REQUEST,
+            INTERNAL_ERROR,
+            TEMPORARILY_UNAVAILABLE,
+        )
 
         with self.atomic():
             connection = _ambient()[id(self.engine)]
             cursor = connection.connection.dbapi_connection.cursor()
             try:
                 yield Statements(cursor)
+            except MlflowException:
+                raise
             except sqlite3.OperationalError as exc:
                 raise MlflowException(message=exc, error_code=TEMPORARILY_UNAVAILABLE) from exc
             except sqlite3.Error as exc:
                 raise MlflowException(message=exc, error_code=BAD_REQUEST) from exc
+            except Exception as exc:
+                raise MlflowException(message=exc, error_code=INTERNAL_ERROR) from exc
             finally:
                 cursor.close()
 

@@ -58,7 +58,8 @@ def metric_rows(store: Any, run_id: str, metrics: list) -> list[tuple]:
             continue
         seen.add(metric)
         is_nan, value = store.sanitize_metric_value(metric.value)
-        rows.append((metric.key, value, metric.timestamp, metric.step, int(is_nan), run_id))
+        # A float, as the ORM's Float column makes it (an int past 2**63 would not fit SQLite's).
+        rows.append((metric.key, float(value), metric.timestamp, metric.step, int(is_nan), run_id))
     return rows
 
 

@@ -81,11 +81,13 @@ def create_run(store: Any, experiment_id, user_id, start_time, tags, run_name):
             (run_id, run_name, user_id, start_time, LifecycleStage.ACTIVE, artifact_uri, experiment_int),
         )
         sql.many(_INSERT_TAG, [(tag.key, tag.value, run_id) for tag in tags])
-    info = RunInfo(
-        run_id=run_id, run_name=run_name, experiment_id=str(experiment_int), user_id=user_id,
-        status="RUNNING", start_time=start_time, end_time=None,
-        lifecycle_stage=LifecycleStage.ACTIVE, artifact_uri=artifact_uri,
-    )
+        # Built inside the transaction, as stock does: a value RunInfo refuses (a start time of
+        # None) undoes the insert.
+        info = RunInfo(
+            run_id=run_id, run_name=run_name, experiment_id=str(experiment_int), user_id=user_id,
+            status="RUNNING", start_time=start_time, end_time=None,
+            lifecycle_stage=LifecycleStage.ACTIVE, artifact_uri=artifact_uri,
+        )
     data = RunData(metrics=[], params=[], tags=[RunTag(t.key, t.value) for t in tags])
     return Run(info, data, RunInputs(dataset_inputs=[]))
 
@@ -131,11 +133,11 @@ def update_run_info(store: Any, run_id: str, run_status, end_time, run_name):
         if assignments:
             sql.run(f"UPDATE runs SET {', '.join(assignments)} WHERE run_uuid = ?", (*values, run_id))
         row = sql.first(_RUN, (run_id,))
-        name = row[1] or (sql.scalar(_RUN_NAME_TAG, (run_id,)) or "")
-    return RunInfo(
-        run_id=row[0], run_name=name, experiment_id=str(row[2]), user_id=row[3], status=row[4],
-        start_time=row[5], end_time=row[6], lifecycle_stage=row[7], artifact_uri=row[8],
-    )
+        name = row[1] or sql.scalar(_RUN_NAME_TAG, (run_id,)) or row[1]
+        return RunInfo(
+            run_id=row[0], run_name=name, experiment_id=str(row[2]), user_id=row[3], status=row[4],
+            start_time=row[5], end_time=row[6], lifecycle_stage=row[7], artifact_uri=row[8],
+        )
 
 
 def _log_params(sql, run_id: str, params) -> None:
@@ -160,9 +162,10 @@ def _log_params(sql, run_id: str, params) -> None:
 
 
 def _set_tags(sql, run_id: str, tags) -> None:
-    """Insert or overwrite (the last of two equal keys wins); ``mlflow.runName`` also renames the
-    run, as stock's ``set_tag`` does."""
-    sql.many(_UPSERT_TAG, [(tag.key, tag.value, run_id) for tag in tags])
-    names = [tag.value for tag in tags if tag.key == "mlflow.runName"]
+    """Insert or overwrite (the last of two equal keys wins). ``mlflow.runName`` renames the run
+    as stock's ``set_tag`` does, and as there an empty name changes nothing."""
+    sql.many(_UPSERT_TAG, [(t.key, t.value, run_id) for t in tags if t.key != "mlflow.runName"])
+    names = [t.value for t in tags if t.key == "mlflow.runName" and t.value]
     if names:
+        sql.run(_UPSERT_TAG, ("mlflow.runName", names[-1], run_id))
         sql.run("UPDATE runs SET name = ? WHERE run_uuid = ?", (names[-1], run_id))

@@ -320,7 +320,16 @@ def run_lifecycle_edges_scenario(client: MlflowClient, uri: str, norm: Normalize
         _error(lambda: client.create_run("987654", tags=REQUIRED)),
         _error(lambda: client.create_run(deleted_experiment, tags=REQUIRED)),
     ]
-    info = client._tracking_client.store.update_run_info(run_id, RunStatus.RUNNING, None, "again")
+    client.log_batch(run_id, tags=[RunTag("mlflow.runName", "")])  # an empty name changes nothing
+    client.log_metric(run_id, "big", 2**70, timestamp=5, step=0)  # an int past 64 bits: a float
+    client.log_batch(run_id, metrics=[Metric("bigger", 2**70, 5, 0)])
+    store = client._tracking_client.store
+    runs_before = len(client.search_runs([experiment_id], run_view_type=ViewType.ALL))
+    errors.append(_error(lambda: store.create_run(
+        experiment_id, "someone", None, [RunTag(k, v) for k, v in REQUIRED.items()], "no-start",
+    )))
+    nothing_written = len(client.search_runs([experiment_id], run_view_type=ViewType.ALL)) == runs_before
+    info = store.update_run_info(run_id, RunStatus.RUNNING, None, "again")
     renamed = {"name": info.run_name, "status": info.status, "ended": info.end_time is not None}
     client.set_terminated(run_id, "KILLED", end_time=123)
     ended = client.get_run(run_id).info
@@ -336,6 +345,7 @@ def run_lifecycle_edges_scenario(client: MlflowClient, uri: str, norm: Normalize
     assert all(errors), errors
     return {
         "returned": returned,
+        "nothing_written": nothing_written,
         "renamed": renamed,
         "ended": (ended.status, ended.end_time, ended.run_name),
         "run": _run(client, run_id, norm),
