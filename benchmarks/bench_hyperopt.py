@@ -25,7 +25,10 @@ a repetition, so every way evaluates the same points):
 
 Per-trial cost is the slope of search time against the number of trials: each way runs a search of
 a small and a large `max_evals` and slope = (T_large - T_small) / (large - small), medians of the
-repetitions. Overhead = slope - slope of the baseline. The intercept (T_small - small x slope) is
+repetitions. Overhead is paired: in each repetition every way evaluates the same points (same
+seed), so each repetition's slope minus the baseline's slope at the same sizes cancels what the
+points themselves cost (a deep xgboost tree costs more than a shallow one); the overhead is the
+median of those differences. The intercept (T_small - small x slope) is
 the fixed cost of one search: autologging writes its parent run's summary (trials.csv, the search
 space, and with plots on a PNG per numeric parameter) once per search, not per trial.
 
@@ -53,7 +56,7 @@ autologging resolves it once per search.
 
 Configurations are interleaved (the order rotates each repetition) and each search logs into an
 experiment of its own, so no configuration pays for tables another one filled. Medians of 5
-repetitions (2 with --quick).
+repetitions (3 with --quick).
 
 Target: autologging's per-trial overhead at most half the hand-written pattern's
 (ratio autolog / hand-written <= 0.5), per objective and backend. The script never asserts
@@ -66,6 +69,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import platform
@@ -246,6 +250,7 @@ class Bench:
         objective = make(self.works[work])
         trials = Trials()
         rstate = np.random.default_rng(seed)
+        gc.collect()  # untimed: a collection left over from the previous search is not this one's
         started = time.perf_counter()
         fmin(objective, self.space, algo=rand.suggest, max_evals=n, trials=trials, rstate=rstate,
              show_progressbar=False)
@@ -255,7 +260,7 @@ class Bench:
         return elapsed
 
 
-def cells(backends: list[str], works: list[str], sizes: dict[str, tuple[int, int]]) -> list[tuple]:
+def cells(backends: list[str], works: list[str], sizes: dict[str, tuple[int, ...]]) -> list[tuple]:
     """Every timed search of one repetition: (backend or None, work, mode, n)."""
     out = []
     for work in works:
@@ -268,14 +273,14 @@ def cells(backends: list[str], works: list[str], sizes: dict[str, tuple[int, int
     return out
 
 
-def slope_and_intercept(times: dict[int, list[float]]) -> tuple[float, float, float, float]:
-    """ms per trial and ms per search from medians; and the min, max of the per-repetition slopes."""
-    small, large = sorted(times)
+def slope_and_intercept(times: dict[int, list[float]], sizes: tuple[int, int]) -> tuple[float, float, list[float]]:
+    """ms per trial and ms per search from medians; and the slope of each repetition (ms)."""
+    small, large = sizes
     median_small, median_large = statistics.median(times[small]), statistics.median(times[large])
     slope = (median_large - median_small) / (large - small)
     intercept = median_small - small * slope
-    per_rep = [(b - a) / (large - small) for a, b in zip(times[small], times[large])]
-    return slope * 1000, intercept * 1000, min(per_rep) * 1000, max(per_rep) * 1000
+    per_rep = [(b - a) / (large - small) * 1000 for a, b in zip(times[small], times[large])]
+    return slope * 1000, intercept * 1000, per_rep
 
 
 # --- the functional check ----------------------------------------------------------------------
@@ -317,17 +322,22 @@ def check(bench: Bench) -> list[str]:
 # --- the report --------------------------------------------------------------------------------
 
 
-def report(times: dict, backends: list[str], works: list[str]) -> tuple[list[tuple], list[str]]:
+def report(times: dict, backends: list[str], works: list[str], sizes: dict) -> tuple[list[tuple], list[str]]:
     rows, verdicts = [], []
     for work in works:
-        base_slope, base_fixed, base_lo, base_hi = slope_and_intercept(times[(None, work, "none")])
-        rows.append((work, "-", MODE_LABELS["none"], f"{base_slope:.2f}", f"{base_lo:.1f}..{base_hi:.1f}",
-                     "-", f"{base_fixed:.0f}", "", ""))
+        widest = (min(sizes["none"]), max(sizes["none"]))
+        base_slope, base_fixed, base_reps = slope_and_intercept(times[(None, work, "none")], widest)
+        rows.append((work, "-", MODE_LABELS["none"], f"{base_slope:.2f}",
+                     f"{min(base_reps):.1f}..{max(base_reps):.1f}", "-", f"{base_fixed:.0f}", "", ""))
         for backend in backends:
+            # The baseline at this backend's sizes: the same trials (same seeds, same points).
+            _, _, base = slope_and_intercept(times[(None, work, "none")], sizes[backend])
             figures = {}
             for mode in MODES[1:]:
-                slope, fixed, lo, hi = slope_and_intercept(times[(backend, work, mode)])
-                figures[mode] = (slope, fixed, lo, hi, slope - base_slope)
+                slope, fixed, per_rep = slope_and_intercept(times[(backend, work, mode)], sizes[backend])
+                # Paired: each repetition's slope minus the baseline's of the same repetition.
+                overhead = statistics.median(s - b for s, b in zip(per_rep, base))
+                figures[mode] = (slope, fixed, min(per_rep), max(per_rep), overhead)
             hand_overhead = figures["hand"][4]
             for mode in MODES[1:]:
                 slope, fixed, lo, hi, overhead = figures[mode]
@@ -359,8 +369,9 @@ def print_table(rows: list[tuple]) -> None:
 
 HOW_TO_READ = """\
 How to read: ms/trial is the slope of search time against max_evals (median times of the small
-and the large search); per-rep range is that slope's spread over the repetitions. Overhead is
-ms/trial minus the baseline's (no MLflow at all). ms/search is the intercept, the fixed cost of one
+and the large search); per-rep range is that slope's spread over the repetitions. Overhead is the
+median over repetitions of (that repetition's slope - the baseline's slope in the same repetition,
+at the same sizes): the baseline does no MLflow call at all. ms/search is the intercept, the fixed cost of one
 search: autologging's parent run and its summary (trials.csv, search space, plots when on) land
 here, not in the per-trial figure. "overhead / hand" below the target means autologging costs each
 trial less than half of what the course's hand-written start_run/set_tag/log_params/log_metric
@@ -374,17 +385,17 @@ def main() -> int:
     parser.add_argument("--xgboost", action="store_true", help="also a real small xgboost training (longer)")
     parser.add_argument("--server-workers", type=int, default=None,
                         help="`mlflow server --workers N` (default: the server's own default, 4)")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 5, 2 with --quick)")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 5, 3 with --quick)")
     args = parser.parse_args()
     quiet()
     os.environ.pop("MLFLOW_TEAM_POLICY", None)
     run_started = time.perf_counter()
-    reps = args.reps or (2 if args.quick else 5)
+    reps = args.reps or (3 if args.quick else 5)
     # (small, large) max_evals per backend; the server is ~10x slower per request, so fewer trials.
     sizes = (
-        {"none": (3, 15), "team+sqlite": (3, 15), "server": (3, 11)}
+        {"none": (3, 11, 15), "team+sqlite": (3, 15), "server": (3, 11)}
         if args.quick
-        else {"none": (5, 45), "team+sqlite": (5, 45), "server": (5, 25)}
+        else {"none": (5, 25, 45), "team+sqlite": (5, 45), "server": (5, 25)}
     )
     works = {"trivial": trivial, "training": training}
     if args.xgboost:
@@ -435,7 +446,7 @@ def main() -> int:
             problems = check(bench)
             check_seconds = time.perf_counter() - checked
 
-    rows, verdicts = report(times, names, list(works))
+    rows, verdicts = report(times, names, list(works), sizes)
     print()
     print_table(rows)
     print()
