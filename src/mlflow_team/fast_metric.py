@@ -43,17 +43,19 @@ def log_metrics(store: Any, run_id: str, metrics: list) -> None:
         write_metric_rows(sql, run_id, rows)
 
 
-def metric_rows(store: Any, run_id: str, metrics: list) -> list[tuple]:
-    """The metrics validated as stock validates them, as rows; the batch's duplicates dropped."""
+def metric_rows(store: Any, run_id: str, metrics: list, validated: bool = False) -> list[tuple]:
+    """The metrics validated as stock validates them (unless a batch's validation already did),
+    as rows; the batch's duplicates dropped."""
     from mlflow.utils.validation import _validate_metric
 
     rows, seen = [], set()
     single = len(metrics) == 1
     for index, metric in enumerate(metrics):
-        _validate_metric(
-            metric.key, metric.value, metric.timestamp, metric.step,
-            path="" if single else f"metrics[{index}]",
-        )
+        if not validated:
+            _validate_metric(
+                metric.key, metric.value, metric.timestamp, metric.step,
+                path="" if single else f"metrics[{index}]",
+            )
         if metric in seen:
             continue
         seen.add(metric)

@@ -105,7 +105,7 @@ def log_batch(store: Any, run_id: str, metrics, params, tags) -> None:
     metrics, params, tags = _validate_batch_log_data(metrics, params, tags)
     _validate_batch_log_limits(metrics, params, tags)
     _validate_param_keys_unique(params)
-    rows = fast_metric.metric_rows(store, run_id, metrics)
+    rows = fast_metric.metric_rows(store, run_id, metrics, validated=True)  # just above
     with store.ManagedSessionMaker.driver() as sql:
         fast_metric.check_run_active(sql, run_id)
         _log_params(sql, run_id, params)

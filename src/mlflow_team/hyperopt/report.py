@@ -57,8 +57,7 @@ class TrialTable:
             try:
                 params, numeric = known(doc["tid"]) or (None, None)
                 if params is None:
-                    point = space.resolve(expr, space.assignment_of(doc))
-                    params, numeric = space.flatten(point), space.numbers(point)
+                    params, numeric = space.params_of(space.resolve(expr, space.assignment_of(doc)))
             except Exception:  # a point the space cannot rebuild (changed space on resume)
                 params, numeric = {}, {}
             self.rows.append(

@@ -113,6 +113,11 @@ def numbers(point: Any, prefix: str = "") -> dict[str, float]:
     }
 
 
+def params_of(point: Any) -> tuple[dict[str, str], dict[str, float]]:
+    """A point as a trial logs it: every param (``flatten``) and the numeric ones (``numbers``)."""
+    return flatten(point), numbers(point)
+
+
 def _leaves(value: Any, name: str, into_lists: bool):
     """``(dotted name, plain value)`` for every leaf of nested dicts (and, with ``into_lists``,
     of lists that hold containers, named by index)."""

@@ -55,7 +55,7 @@ class PointRecorder:
 
 def _snapshot(point) -> tuple[dict[str, str], dict[str, float]] | None:
     try:
-        return space.flatten(point), space.numbers(point)
+        return space.params_of(point)
     except Exception:
         return None
 
@@ -193,8 +193,7 @@ def _results(search: SearchContext, run, domain, config, result, duration: float
     now = int(time.time() * 1000)
     seen, _seen.point = getattr(_seen, "point", None), None
     if seen is None:  # an objective that takes (expr, memo, ctrl), or an error before the call
-        point = space.resolve(domain.expr, config)
-        seen = space.flatten(point), space.numbers(point)
+        seen = space.params_of(space.resolve(domain.expr, config))
     params = seen[0]
     tid = run.data.tags.get(TAG_TID)
     if tid is not None:
@@ -222,7 +221,7 @@ def log_batch(run_id: str, metrics=(), params=(), tags=(), client=None) -> None:
     from mlflow import MlflowClient
 
     client = client or MlflowClient()
-    batch = {"metrics": list(metrics), "params": list(params), "tags": list(tags)}
+    batch = {"metrics": metrics, "params": params, "tags": tags}
     _without_param_conflicts(client, run_id, batch, lambda **b: client.log_batch(run_id, **b))
 
 
