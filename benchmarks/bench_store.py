@@ -129,7 +129,7 @@ def populate(path: Path, runs: int) -> None:
     """One database with `runs` runs in experiment 'bench/search', built through the team store."""
     from mlflow.entities import Metric, Param, RunTag
 
-    from mlflow_team.tracking_store import TeamSqlAlchemyStore
+    from mlflow_team.store.tracking import TeamSqlAlchemyStore
 
     store = TeamSqlAlchemyStore(f"team+sqlite:///{path}", str(path.parent / "artifacts"))
     experiment_id = store.create_experiment("bench/search")

@@ -180,7 +180,7 @@ def sqlite_url(tmp_path_factory):
 def _dispose_engines():
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    from mlflow_team import db
+    from mlflow_team.store import db
 
     for engine in [*db._engines.values(), *SqlAlchemyStore._engine_map.values()]:
         engine.dispose()

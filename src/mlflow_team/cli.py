@@ -110,7 +110,7 @@ def doctor(tracking_uri: str | None) -> None:
 def _check_store(tracking_uri: str) -> bool:
     from mlflow.tracking._tracking_service.utils import _get_store
 
-    from mlflow_team import uri
+    from mlflow_team.store import uri
 
     if tracking_uri.startswith(uri.PREFIX) and tracking_uri.split(":", 1)[0] not in uri.TEAM_SCHEMES:
         click.echo(f"  [ERROR] {errors.UNSUPPORTED_SCHEME.format(uri=tracking_uri, supported=', '.join(uri.TEAM_SCHEMES))}")
@@ -140,7 +140,7 @@ def db_group() -> None:
 @click.argument("url")
 def db_upgrade(url: str) -> None:
     """Migrate the database behind URL (team+... or a plain SQLAlchemy URL) to MLflow's schema."""
-    from mlflow_team import db, uri
+    from mlflow_team.store import db, uri
 
     try:
         real = uri.db_url(url) if url.startswith(uri.PREFIX) else url

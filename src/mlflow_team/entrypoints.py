@@ -11,13 +11,13 @@ from typing import Any
 
 
 def tracking_store(store_uri: str, artifact_uri: str | None = None, **kwargs: Any):
-    from mlflow_team.tracking_store import build
+    from mlflow_team.store.tracking import build
 
     return build(store_uri, artifact_uri, **kwargs)
 
 
 def registry_store(store_uri: str, **kwargs: Any):
-    from mlflow_team.registry_store import build
+    from mlflow_team.store.registry import build
 
     return build(store_uri, **kwargs)
 

@@ -9,9 +9,10 @@ from alembic import command
 from click.testing import CliRunner
 from mlflow.store.db.utils import _get_alembic_config, _get_latest_schema_revision, _get_schema_version
 
-from mlflow_team import db, errors
+from mlflow_team import errors
+from mlflow_team.store import db
 from mlflow_team.cli import cli
-from mlflow_team.tracking_store import TeamSqlAlchemyStore
+from mlflow_team.store.tracking import TeamSqlAlchemyStore
 from tests.helpers.server import run_server_expecting_failure
 
 

@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException, RestException
 
 from mlflow_team.policy import Policy
-from mlflow_team.tracking_store import TeamSqlAlchemyStore
+from mlflow_team.store.tracking import TeamSqlAlchemyStore
 from tests.helpers.server import mlflow_server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

@@ -11,7 +11,7 @@ import sqlalchemy
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mlflow_team import db
+from mlflow_team.store import db
 
 
 def test_write_blocked_past_the_busy_timeout_is_retried_and_lands(tmp_path, monkeypatch, caplog):
@@ -24,7 +24,7 @@ def test_write_blocked_past_the_busy_timeout_is_retried_and_lands(tmp_path, monk
     holder.execute("BEGIN IMMEDIATE")  # another process holding the write lock
     release = threading.Timer(0.6, holder.execute, args=("COMMIT",))
     release.start()
-    with caplog.at_level(logging.INFO, logger="mlflow_team.db"):
+    with caplog.at_level(logging.INFO, logger="mlflow_team.store.db"):
         client.log_metric(run_id, "loss", 0.25, step=1)
     release.join()
     assert [m.value for m in client.get_metric_history(run_id, "loss")] == [0.25]
@@ -58,7 +58,7 @@ def test_only_database_lock_errors_count_as_transient():
 
 def test_a_policy_rejection_is_not_retried(tmp_path, policy_file, caplog):
     client = MlflowClient(tracking_uri=f"team+sqlite:///{tmp_path}/p.db")
-    with caplog.at_level(logging.INFO, logger="mlflow_team.db"):
+    with caplog.at_level(logging.INFO, logger="mlflow_team.store.db"):
         with pytest.raises(MlflowException, match=r"\[rule: experiment-name\]"):
             client.create_experiment("deadlock")
     assert not any("Database busy" in r.message for r in caplog.records)
@@ -66,7 +66,7 @@ def test_a_policy_rejection_is_not_retried(tmp_path, policy_file, caplog):
 
 def test_pooled_connections_keep_the_configured_busy_timeout(tmp_path, monkeypatch):
     """MLflow's own session maker sets a 20 s busy timeout; it must never run on our engine."""
-    from mlflow_team.tracking_store import TeamSqlAlchemyStore
+    from mlflow_team.store.tracking import TeamSqlAlchemyStore
 
     monkeypatch.setenv("MLFLOW_TEAM_SQLITE_BUSY_TIMEOUT_MS", "1234")
     store = TeamSqlAlchemyStore(f"team+sqlite:///{tmp_path}/bt.db")

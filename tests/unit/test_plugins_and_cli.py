@@ -8,7 +8,7 @@ import sys
 from click.testing import CliRunner
 
 from mlflow_team.cli import cli, plugin_status
-from mlflow_team.uri import TEAM_SCHEMES
+from mlflow_team.store.uri import TEAM_SCHEMES
 
 
 def test_every_entry_point_is_registered_by_mlflow():

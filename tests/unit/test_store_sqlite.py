@@ -14,7 +14,7 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
 from mlflow_team.policy import Policy
-from mlflow_team.tracking_store import TeamSqlAlchemyStore
+from mlflow_team.store.tracking import TeamSqlAlchemyStore
 
 
 @pytest.fixture
@@ -272,7 +272,7 @@ def test_read_replica_serves_reads(tmp_path, monkeypatch):
     replica = f"team+sqlite:///{tmp_path}/replica.db"
     TeamSqlAlchemyStore(replica).create_experiment("only-on-replica")
     monkeypatch.setenv("_MLFLOW_SERVER_READ_REPLICA_BACKEND_STORE", replica)
-    from mlflow_team.tracking_store import build
+    from mlflow_team.store.tracking import build
 
     store = build(primary)
     assert store.read_engine is not None
@@ -290,8 +290,8 @@ def test_store_builder_accepts_unknown_keywords(tmp_path):
 def test_workspace_mode_uses_the_workspace_aware_stores(tmp_path, monkeypatch, policy_file):
     from mlflow.utils.workspace_context import WorkspaceContext
 
-    from mlflow_team.registry_store import build as build_registry
-    from mlflow_team.tracking_store import build
+    from mlflow_team.store.registry import build as build_registry
+    from mlflow_team.store.tracking import build
 
     monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
     uri = f"team+sqlite:///{tmp_path}/ws.db"

@@ -2,7 +2,7 @@
 
 Each override translates the call into plain values, asks :mod:`mlflow_team.policy`, and hands the
 call to MLflow unchanged. The rules live in the policy; the concurrency work lives in
-:mod:`mlflow_team.db`.
+:mod:`mlflow_team.store.db`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from mlflow.entities import RunTag
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
-from mlflow_team import config, db, fast_metric, fast_run, links, policy, stamping, uri
+from mlflow_team import config, policy, stamping
+from mlflow_team.store import db, lean, links, uri
 from mlflow_team.policy import Policy
 
 
@@ -120,12 +121,12 @@ class TeamTrackingStoreMixin:
         present.update(policy.fill_required_tags(self.policy, experiment_id, present))
         tags = [RunTag(key, value) for key, value in present.items()]
         if self._lean_path:
-            return fast_run.create_run(self, experiment_id, user_id, start_time, tags, run_name)
+            return lean.create_run(self, experiment_id, user_id, start_time, tags, run_name)
         return super().create_run(experiment_id, user_id, start_time, tags, run_name)
 
     def update_run_info(self, run_id, run_status, end_time, run_name):
         if self._lean_path:
-            return fast_run.update_run_info(self, run_id, run_status, end_time, run_name)
+            return lean.update_run_info(self, run_id, run_status, end_time, run_name)
         return super().update_run_info(run_id, run_status, end_time, run_name)
 
     def finish_run(self, run_id, metrics, params, tags, run_status, end_time):
@@ -193,12 +194,12 @@ class TeamTrackingStoreMixin:
     def log_metric(self, run_id, metric):
         policy.check_metrics(self.policy, [(metric.key, metric.value, metric.timestamp, metric.step)])
         if self._lean_path and metric.model_id is None:
-            return fast_metric.log_metric(self, run_id, metric)
+            return lean.log_metric(self, run_id, metric)
         return super().log_metric(run_id, metric)
 
     def _log_metrics(self, run_id, metrics):  # the metrics of a log_batch
         if self._lean_path:
-            return fast_metric.log_metrics(self, run_id, metrics)
+            return lean.log_metrics(self, run_id, metrics)
         return super()._log_metrics(run_id, metrics)
 
     def log_batch(self, run_id, metrics, params, tags):
@@ -208,7 +209,7 @@ class TeamTrackingStoreMixin:
             self.policy, [(m.key, m.value, m.timestamp, m.step) for m in metrics or ()]
         )
         if self._lean_path and not any(m.model_id for m in metrics or ()):
-            return fast_run.log_batch(self, run_id, metrics or [], params or [], tags or [])
+            return lean.log_batch(self, run_id, metrics or [], params or [], tags or [])
         # Stock commits params, metrics and tags separately; one transaction makes it all-or-none.
         with self.ManagedSessionMaker.atomic():
             return super().log_batch(run_id, metrics, params, tags)

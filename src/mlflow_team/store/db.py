@@ -31,7 +31,8 @@ import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-from mlflow_team import config, errors, uri
+from mlflow_team import config, errors
+from mlflow_team.store import uri
 
 _logger = logging.getLogger(__name__)
 

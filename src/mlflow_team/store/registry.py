@@ -8,7 +8,8 @@ from mlflow.entities.model_registry import ModelVersionTag
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.model_registry.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
-from mlflow_team import config, db, links, policy, stamping, uri
+from mlflow_team import config, policy, stamping
+from mlflow_team.store import db, links, uri
 from mlflow_team.policy import Policy
 
 
