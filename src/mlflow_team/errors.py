@@ -179,6 +179,19 @@ SCHEMA_OUT_OF_DATE = (
     "The database behind {uri!r} has an out-of-date MLflow schema (found revision {found}, "
     "expected {expected}). Take a backup, then run: mlflow-team db upgrade {uri}"
 )
+SCHEMA_NEWER_THAN_MLFLOW = (
+    "The database behind {uri!r} has a newer MLflow schema (revision {found}) than the "
+    "installed MLflow {version} knows (its newest is {expected}): a newer MLflow wrote it. "
+    "Upgrade MLflow, for example pip install --upgrade \"mlflow>={version}\", to the version "
+    "the rest of the team runs; never downgrade the database."
+)
+GC_GUARD_UNAVAILABLE = (
+    "The team store for {uri!r} was not started: its policy protects deletions, and on MLflow "
+    "{version} mlflow-team cannot guard `mlflow gc` ({reason}), so gc could delete the files "
+    "of a registered model. Install an MLflow release mlflow-team supports ({tested}), or turn "
+    "the rule off in the policy file with [protected-deletions] enabled = false. "
+    "[rule: protected-deletions]"
+)
 
 # --- artifacts -------------------------------------------------------------------------------
 
@@ -323,3 +336,32 @@ ARTIFACT_ERROR_CODES = {
     "rejected": INVALID_PARAMETER_VALUE,  # S3 answered 4xx to the request itself
     "unavailable": TEMPORARILY_UNAVAILABLE,  # connection failures, S3 5xx: worth a retry
 }
+
+# --- eject: the way back to stock MLflow -----------------------------------------------------
+
+EJECT_NO_TRACKING_URI = (
+    "No tracking URI was given: mlflow-team eject rewrites a database and needs its URL. Pass "
+    "it, for example mlflow-team eject --tracking-uri team+sqlite:///mlflow.db, or set "
+    "MLFLOW_TRACKING_URI."
+)
+EJECT_NOT_A_DATABASE = (
+    "Tracking URI {uri!r} is not a database URL: eject rewrites MLflow's tables in the database "
+    "itself, so it takes {supported} (with or without the team+ prefix). For a tracking server, "
+    "give the server's --backend-store-uri, for example "
+    "mlflow-team eject --tracking-uri team+postgresql://mlflow@db-host:5432/mlflow."
+)
+EJECT_NO_MLFLOW_TABLES = (
+    "The database {uri!r} holds no MLflow tracking data ({reason}), so there is nothing to "
+    "eject. Give the URL your team+ tracking URI names, for example "
+    "--tracking-uri team+sqlite:///mlflow.db from the folder that holds mlflow.db."
+)
+EJECT_CANNOT_OPEN = (
+    "The database {uri!r} could not be opened ({reason}). Check that its server answers and "
+    "that the URL, user and driver are right (pip install -e \".[postgres]\" or \".[mysql]\" "
+    "installs the drivers)."
+)
+EJECT_FAILED = (
+    "Ejecting {uri!r} failed while rewriting {table}.{column} ({reason}). Nothing was changed: "
+    "eject rewrites everything in one transaction, and it was rolled back. Fix the cause, then "
+    "run mlflow-team eject --tracking-uri URL --apply again."
+)

@@ -32,11 +32,12 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from mlflow_team import config, errors
-from mlflow_team.store import uri
+from mlflow_team.store import compat, uri
 
 _logger = logging.getLogger(__name__)
 
 _IMMEDIATE = "mlflow_team_immediate"
+_DB = "mlflow.store.db.utils"
 _engines: dict[str, sqlalchemy.engine.Engine] = {}
 _engines_lock = threading.Lock()
 _local = threading.local()
@@ -61,10 +62,14 @@ def get_engine(url: str) -> sqlalchemy.engine.Engine:
 def _create_engine(url: str) -> sqlalchemy.engine.Engine:
     from mlflow.store.db.utils import _make_parent_dirs_if_sqlite, create_sqlalchemy_engine
 
+    # Stock's retrying creation (a server started before its database waits for it), where
+    # this MLflow has it; MLflow's pool settings and SQLite functions either way.
+    create = compat.get(f"{_DB}:create_sqlalchemy_engine_with_retry") or create_sqlalchemy_engine
     _make_parent_dirs_if_sqlite(url)
-    engine = create_sqlalchemy_engine(url)  # MLflow's pool settings and SQLite functions
+    engine = create(url)
     if engine.dialect.name == "sqlite":
         _harden_sqlite(engine, config.sqlite_busy_timeout_ms())
+        engine.dispose()  # the retrying creation pooled a connection opened before the hooks
     return engine
 
 
@@ -101,24 +106,74 @@ def _init_lock_path(url: str) -> Path:
     return Path(tempfile.gettempdir()) / f"mlflow-team-init-{digest}.lock"
 
 
+def prepare(url: str, team_uri: str, policy: Any) -> bool:
+    """What a store does before MLflow's constructor runs: refuse to start where a rule cannot be
+    enforced, create or check the schema, and say whether the team sessions are to be installed."""
+    from mlflow_team import errors
+
+    result = compat.probe()
+    if policy.protected_deletions and not result.ok("gc"):
+        lo, hi = compat.TESTED_MINORS[0], compat.TESTED_MINORS[-1]
+        raise errors.TeamStoreConfigError(
+            errors.GC_GUARD_UNAVAILABLE.format(
+                uri=redacted(team_uri), version="%d.%d" % result.version,
+                reason="; ".join(result.failures["gc"]),
+                tested=f"{lo[0]}.{lo[1]} to {hi[0]}.{hi[1]}",
+            )
+        )
+    if compat.use("engine") and compat.use("schema"):
+        ensure_schema(url, team_uri)
+    # An in-memory database lives in one connection: MLflow's own engine and sessions serve it.
+    return in_memory(url) is False and compat.use("sessions")
+
+
+def in_memory(url: str) -> bool:
+    return url.startswith("sqlite") and uri.sqlite_path(url) is None
+
+
+def replica_kwargs(init_path: str, read_db_uri: str | None) -> dict[str, Any]:
+    """``read_db_uri`` for MLflow's constructor, on the minors that take it (3.17+)."""
+    if read_db_uri and compat.accepts(init_path, "read_db_uri"):
+        return {"read_db_uri": read_db_uri}
+    return {}
+
+
+def atomic(maker: Any):
+    """One transaction for the block where the team sessions are in place; otherwise a no-op
+    (MLflow's own sessions keep stock's transactions)."""
+    from contextlib import nullcontext
+
+    return maker.atomic() if isinstance(maker, ManagedSessions) else nullcontext()
+
+
+def redacted(url: str) -> str:
+    """A database URL without its password, for messages and logs."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        prefix = uri.PREFIX if url.startswith(uri.PREFIX) else ""
+        return prefix + make_url(url[len(prefix):]).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy can parse: say nothing of it
+        return "<database URL>"
+
+
+def _is_empty_database(engine: sqlalchemy.engine.Engine) -> bool:
+    """Stock's test (3.13+), which older minors lack: no table but alembic's own."""
+    found = compat.get(f"{_DB}:_is_empty_database")
+    if found is not None:
+        return found(engine)
+    return all(t.startswith("alembic_") for t in sqlalchemy.inspect(engine).get_table_names())
+
+
 def ensure_schema(url: str, team_uri: str) -> None:
     """Create the tables of a new database once, whoever else is starting at the same moment,
     and refuse an out-of-date schema with the command that fixes it."""
     from filelock import FileLock
-    from mlflow.store.db.utils import (
-        _all_tables_exist,
-        _get_latest_schema_revision,
-        _get_schema_version,
-        _initialize_tables,
-        _is_empty_database,
-    )
+    from mlflow.store.db.utils import _get_latest_schema_revision, _get_schema_version
 
+    if in_memory(url):
+        return  # MLflow creates an in-memory database's tables on its own engine
     engine = get_engine(url)
-    if uri.sqlite_path(url) is None and url.startswith("sqlite"):
-        # In-memory: a second engine would be a second database.
-        if not _all_tables_exist(engine):
-            _initialize_tables(engine)
-        return
     # Only an empty database is created here. Stock MLflow also "initializes" a database that
     # merely lacks a table, which silently migrates an old schema; that is refused below.
     expected = _get_latest_schema_revision()
@@ -131,9 +186,36 @@ def ensure_schema(url: str, team_uri: str) -> None:
                 _create_tables(url)
             found = _get_schema_version(engine)
     if found != expected:
-        raise errors.TeamStoreConfigError(
-            errors.SCHEMA_OUT_OF_DATE.format(uri=team_uri, found=found, expected=expected)
+        raise schema_error(team_uri, found, expected)
+
+
+def schema_error(team_uri: str, found: str | None, expected: str) -> Exception:
+    """Out of date (``mlflow-team db upgrade``) or newer than this MLflow ("upgrade MLflow")."""
+    from mlflow_team import errors
+
+    if found is not None and not _known_revision(found):
+        from importlib.metadata import version
+
+        return errors.TeamStoreConfigError(
+            errors.SCHEMA_NEWER_THAN_MLFLOW.format(
+                uri=redacted(team_uri), found=found, expected=expected, version=version("mlflow-skinny"),
+            )
         )
+    return errors.TeamStoreConfigError(
+        errors.SCHEMA_OUT_OF_DATE.format(uri=redacted(team_uri), found=found, expected=expected)
+    )
+
+
+def _known_revision(revision: str) -> bool:
+    """Whether the installed MLflow's migrations contain ``revision`` (else a newer MLflow wrote it)."""
+    try:
+        from alembic.script import ScriptDirectory
+        from mlflow.store.db.utils import _get_alembic_config
+
+        scripts = ScriptDirectory.from_config(_get_alembic_config(""))
+        return scripts.get_revision(revision) is not None
+    except Exception:  # noqa: BLE001 - unknown to alembic, or alembic cannot say: not ours
+        return False
 
 
 def _create_tables(url: str) -> None:
@@ -155,7 +237,6 @@ def upgrade(url: str) -> tuple[str | None, str]:
     from mlflow.store.db.utils import (
         _get_schema_version,
         _initialize_tables,
-        _is_empty_database,
         _upgrade_db,
         create_sqlalchemy_engine,
     )
@@ -213,11 +294,14 @@ class ManagedSessions:
 
     def __init__(self, engine: sqlalchemy.engine.Engine, read_engine=None):
         self.engine = engine
+        # MLflow 3.13+ marks its write sessions read_only=False; older minors open every session
+        # with no argument, writes included, so there a bare call must be a write session.
+        self._default_read_only = _stock_sessions_say_read_only()
         self._sqlite = engine.dialect.name == "sqlite"
         self._read = sessionmaker(bind=read_engine if read_engine is not None else engine)
 
     @contextmanager
-    def __call__(self, read_only: bool = True) -> Iterator[Session]:
+    def __call__(self, read_only: bool | None = None) -> Iterator[Session]:
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import (
             BAD_REQUEST,
@@ -225,6 +309,8 @@ class ManagedSessions:
             TEMPORARILY_UNAVAILABLE,
         )
 
+        if read_only is None:
+            read_only = self._default_read_only
         connection = _ambient().get(id(self.engine))
         if connection is None and not read_only:
             with self.atomic():
@@ -307,6 +393,19 @@ class ManagedSessions:
             raise MlflowException(message=exc, error_code=TEMPORARILY_UNAVAILABLE) from exc
         except sqlalchemy.exc.SQLAlchemyError as exc:
             raise MlflowException(message=exc, error_code=BAD_REQUEST) from exc
+
+
+@functools.lru_cache(maxsize=1)
+def _stock_sessions_say_read_only() -> bool:
+    import inspect
+
+    make = compat.get(f"{_DB}:_get_managed_session_maker")
+    if make is None:
+        return False
+    try:
+        return "read_only" in inspect.signature(make(None, "sqlite")).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class Statements:

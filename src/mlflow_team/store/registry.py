@@ -8,8 +8,10 @@ from mlflow.entities.model_registry import ModelVersionTag
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.model_registry.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
+_REGISTRY_INIT = "mlflow.store.model_registry.sqlalchemy_store:SqlAlchemyStore.__init__"
+
 from mlflow_team import config, policy, stamping
-from mlflow_team.store import db, links, uri
+from mlflow_team.store import compat, db, links, uri
 from mlflow_team.policy import Policy
 
 
@@ -30,18 +32,19 @@ class TeamRegistryStoreMixin:
         self.team_uri = uri.team_uri(store_uri)
         url = uri.db_url(self.team_uri)
         self.policy = team_policy if team_policy is not None else config.load_policy()
-        db.ensure_schema(url, self.team_uri)
-        super().__init__(url, read_db_uri=read_db_uri)  # type: ignore[call-arg]
+        self._team_sessions = db.prepare(url, self.team_uri, self.policy)
+        super().__init__(url, **db.replica_kwargs(_REGISTRY_INIT, read_db_uri))  # type: ignore[call-arg]
 
     @classmethod
     def _get_or_create_engine(cls, db_uri: str):
-        return db.get_engine(db_uri)
+        return db.get_engine(db_uri) if compat.use("engine") else super()._get_or_create_engine(db_uri)
 
     def _initialize_store_state(self):
         # MLflow calls this at the end of its __init__, once the engines exist. Our sessions
         # must be in place before it: MLflow's own session maker would set its pragmas
         # (a 20 s busy timeout among them) on a pooled connection of our engine.
-        self.ManagedSessionMaker = db.ManagedSessions(self.engine, self.read_engine)
+        if self._team_sessions:
+            self.ManagedSessionMaker = db.ManagedSessions(self.engine, getattr(self, "read_engine", None))
         super()._initialize_store_state()
 
     def create_registered_model(self, name, *args, **kwargs):
@@ -55,7 +58,7 @@ class TeamRegistryStoreMixin:
     def delete_registered_model(self, name):
         if not self.policy.protected_deletions:
             return super().delete_registered_model(name)
-        with self.ManagedSessionMaker.atomic():
+        with db.atomic(self.ManagedSessionMaker):
             with self.ManagedSessionMaker() as session:
                 aliases = links.aliases_of_model(session, name)
             policy.check_registered_model_delete(self.policy, name, aliases)
@@ -64,7 +67,7 @@ class TeamRegistryStoreMixin:
     def delete_model_version(self, name, version):
         if not self.policy.protected_deletions:
             return super().delete_model_version(name, version)
-        with self.ManagedSessionMaker.atomic():
+        with db.atomic(self.ManagedSessionMaker):
             with self.ManagedSessionMaker() as session:
                 aliases = links.aliases_of_version(session, name, version)
             policy.check_model_version_delete(self.policy, name, version, aliases)

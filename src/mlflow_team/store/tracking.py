@@ -13,8 +13,10 @@ from mlflow.entities import RunTag
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
+_STORE_INIT = "mlflow.store.tracking.sqlalchemy_store:SqlAlchemyStore.__init__"
+
 from mlflow_team import config, policy, stamping
-from mlflow_team.store import db, lean, links, uri
+from mlflow_team.store import compat, db, lean, links, uri
 from mlflow_team.policy import Policy
 
 
@@ -36,25 +38,32 @@ class TeamTrackingStoreMixin:
         self.team_uri = uri.team_uri(store_uri)
         url = uri.db_url(self.team_uri)
         self.policy = team_policy if team_policy is not None else config.load_policy()
-        db.ensure_schema(url, self.team_uri)
+        self._team_sessions = db.prepare(url, self.team_uri, self.policy)
         super().__init__(  # type: ignore[call-arg]
             url,
             default_artifact_root or uri.default_artifact_root(url),
-            read_db_uri=read_db_uri,
+            **db.replica_kwargs(_STORE_INIT, read_db_uri),
         )
         # Workspace-aware stores scope every query by workspace: they keep MLflow's own path.
-        self._lean_path = self.db_type == "sqlite" and not self.supports_workspaces
+        self._lean_path = (
+            self.db_type == "sqlite" and not self.supports_workspaces and compat.use("lean")
+        )
 
     @classmethod
     def _get_or_create_engine(cls, db_uri: str):
-        return db.get_engine(db_uri)
+        return db.get_engine(db_uri) if compat.use("engine") else super()._get_or_create_engine(db_uri)
 
     def _initialize_store_state(self):
         # MLflow calls this at the end of its __init__, once the engines exist. Our sessions
         # must be in place before it: MLflow's own session maker would set its pragmas
         # (a 20 s busy timeout among them) on a pooled connection of our engine.
-        self.ManagedSessionMaker = db.ManagedSessions(self.engine, self.read_engine)
+        if self._team_sessions:
+            self.ManagedSessionMaker = db.ManagedSessions(self.engine, getattr(self, "read_engine", None))
         super()._initialize_store_state()
+
+    def _atomic(self):
+        """One transaction for the block (team sessions), else stock's transactions as they are."""
+        return db.atomic(self.ManagedSessionMaker)
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -67,7 +76,7 @@ class TeamTrackingStoreMixin:
     ) -> Any:
         if not self.policy.protected_deletions:
             return delete(target)
-        with self.ManagedSessionMaker.atomic():
+        with self._atomic():
             with self.ManagedSessionMaker() as session:
                 check(self.policy, target, find(session, target))
             return delete(target)
@@ -133,7 +142,7 @@ class TeamTrackingStoreMixin:
         """``log_batch`` then ``update_run_info`` in one transaction: a run's last values and its
         end status land together or not at all (mlflow-team's own; autologging ends trial runs
         with it when the store is in-process)."""
-        with self.ManagedSessionMaker.atomic():
+        with self._atomic():
             if metrics or params or tags:
                 self.log_batch(run_id, metrics, params, tags)
             return self.update_run_info(run_id, run_status, end_time, None)
@@ -158,6 +167,18 @@ class TeamTrackingStoreMixin:
             for run_id, versions in found:
                 policy.check_run_delete(self.policy, run_id, versions)
         return run_ids
+
+    def _get_deleted_logged_models(self, older_than=0):
+        # `mlflow gc` deletes a logged model's files before it calls _hard_delete_logged_model:
+        # the guard must speak when the list is asked for.
+        model_ids = super()._get_deleted_logged_models(older_than=older_than)
+        if self.policy.protected_deletions and model_ids:
+            with self.ManagedSessionMaker() as session:
+                found = [(m, links.versions_of_logged_model(session, m)) for m in model_ids]
+            for model_id, versions in found:
+                if versions:
+                    policy.check_logged_model_delete(self.policy, model_id, versions)
+        return model_ids
 
     # --- logged models -----------------------------------------------------------------------
 
@@ -197,11 +218,6 @@ class TeamTrackingStoreMixin:
             return lean.log_metric(self, run_id, metric)
         return super().log_metric(run_id, metric)
 
-    def _log_metrics(self, run_id, metrics):  # the metrics of a log_batch
-        if self._lean_path:
-            return lean.log_metrics(self, run_id, metrics)
-        return super()._log_metrics(run_id, metrics)
-
     def log_batch(self, run_id, metrics, params, tags):
         policy.check_params(self.policy, self._pairs(params))
         policy.check_tags(self.policy, self._pairs(tags))
@@ -211,7 +227,7 @@ class TeamTrackingStoreMixin:
         if self._lean_path and not any(m.model_id for m in metrics or ()):
             return lean.log_batch(self, run_id, metrics or [], params or [], tags or [])
         # Stock commits params, metrics and tags separately; one transaction makes it all-or-none.
-        with self.ManagedSessionMaker.atomic():
+        with self._atomic():
             return super().log_batch(run_id, metrics, params, tags)
 
 

@@ -1,0 +1,378 @@
+"""Every MLflow internal mlflow-team touches, in one list, and the start-up probe that checks them.
+
+MLflow's private names are a debt: nothing promises they survive a minor release. The rules
+(policy, identity, artifacts) ride on MLflow's public store and repository methods; what still
+needs an internal is named here, grouped by what it buys:
+
+* **accelerators** (``engine``, ``sessions``, ``schema``, ``lean``): speed and hardening. When a
+  probe fails, the store runs MLflow's own path for that part and logs one line saying so:
+  slower, never wrong, never a crash.
+* **guards** (``gc``): an internal that *enforces a rule*. ``mlflow gc`` deletes through private
+  store methods; if MLflow stopped calling the ones the store overrides, the override would
+  silently never run. A failed guard probe refuses to start a store whose policy protects
+  deletions, with a message that says what to do.
+* **client** (``hyperopt``, ``cli``): autologging and doctor internals, probed where they are used;
+  a failure degrades that feature with a warning.
+
+``MLFLOW_TEAM_COMPAT_DISABLE`` (comma-separated group names, or ``all``) switches groups off as if
+their probe had failed: the way to rule an accelerator out, and how the tests force the
+fallbacks. The probe runs once per process (:func:`probe`); :func:`report` describes it for
+``mlflow-team doctor``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+_logger = logging.getLogger(__name__)
+
+#: MLflow minors the test suite runs against (CI: the oldest and the newest installable).
+TESTED_MINORS = ((3, 12), (3, 17))
+DISABLE_ENV = "MLFLOW_TEAM_COMPAT_DISABLE"
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    kind: str  # "accelerator" | "guard" | "client"
+    buys: str  # what the group gives when its probe passes
+    fallback: str  # what happens when it fails
+
+
+GROUPS = {
+    g.name: g
+    for g in (
+        Group("engine", "accelerator", "hardened SQLite engines (WAL, BEGIN IMMEDIATE, busy timeout)",
+              "MLflow's own engine"),
+        Group("sessions", "accelerator",
+              "one transaction per store call (atomic log_batch, checks and deletions together)",
+              "MLflow's own sessions (stock's transactions)"),
+        Group("schema", "accelerator", "new databases created once under a file lock",
+              "MLflow creates the tables itself"),
+        Group("lean", "accelerator", "plain-SQL run writes on SQLite (create_run, log_batch, metrics)",
+              "MLflow's ORM paths"),
+        Group("gc", "guard", "`mlflow gc` stops before deleting what a registered model needs",
+              "the store refuses to start while protected-deletions is on"),
+        Group("hyperopt", "client", "hyperopt autologging patches", "autologging off, with a warning"),
+        Group("cli", "client", "`mlflow-team doctor` lists MLflow's plugin registries",
+              "doctor skips the plugin list"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Internal:
+    """One MLflow internal: ``module:attr.attr``, the group that needs it, and what must hold."""
+
+    path: str
+    group: str
+    params: tuple[str, ...] = ()  # parameter names it must accept
+    optional: bool = False  # a missing optional internal is not a failure (see ``get``)
+
+
+_STORE = "mlflow.store.tracking.sqlalchemy_store"
+_REGISTRY = "mlflow.store.model_registry.sqlalchemy_store"
+_DB = "mlflow.store.db.utils"
+
+INTERNALS: tuple[Internal, ...] = (
+    # engine: the store builds its own engine and hands it to MLflow through this hook
+    Internal(f"{_STORE}:SqlAlchemyStore._get_or_create_engine", "engine", ("db_uri",)),
+    Internal(f"{_REGISTRY}:SqlAlchemyStore._get_or_create_engine", "engine", ("db_uri",)),
+    Internal(f"{_DB}:create_sqlalchemy_engine", "engine", ("db_uri",)),
+    Internal(f"{_DB}:_make_parent_dirs_if_sqlite", "engine", ("db_uri",)),
+    Internal(f"{_DB}:_get_managed_session_maker", "sessions", ("SessionMaker", "db_type")),
+    # sessions: installed before MLflow's state initialisation, replacing ManagedSessionMaker
+    Internal(f"{_STORE}:SqlAlchemyStore._initialize_store_state", "sessions"),
+    Internal(f"{_REGISTRY}:SqlAlchemyStore._initialize_store_state", "sessions"),
+    # schema: creation under a lock, and the out-of-date check with the command that fixes it
+    Internal(f"{_DB}:_all_tables_exist", "schema", ("engine",)),
+    Internal(f"{_DB}:_initialize_tables", "schema", ("engine",)),
+    Internal(f"{_DB}:_get_latest_schema_revision", "schema"),
+    Internal(f"{_DB}:_get_schema_version", "schema", ("engine",)),
+    Internal(f"{_DB}:_upgrade_db", "schema", ("engine",)),
+    Internal(f"{_DB}:_is_empty_database", "schema", ("engine",), optional=True),  # 3.13+
+    Internal(f"{_DB}:_get_alembic_config", "schema", ("db_url",)),
+    Internal(f"{_DB}:create_sqlalchemy_engine_with_retry", "schema", ("db_uri",), optional=True),
+    # lean: stock's own validators and helpers, so the plain-SQL paths say what stock says
+    Internal("mlflow.utils.validation:_validate_metric", "lean", ("key", "value", "timestamp", "step", "path")),
+    Internal(f"{_STORE}:_validate_batch_log_data", "lean", ("metrics", "params", "tags")),
+    Internal(f"{_STORE}:_validate_batch_log_limits", "lean", ("metrics", "params", "tags")),
+    Internal(f"{_STORE}:_validate_param_keys_unique", "lean", ("params",)),
+    Internal(f"{_STORE}:_validate_run_id", "lean", ("run_id",)),
+    Internal(f"{_STORE}:SqlAlchemyStore._log_metrics", "lean", ("run_id", "metrics")),
+    Internal(f"{_STORE}:SqlAlchemyStore.sanitize_metric_value", "lean", ("metric_value",)),
+    Internal("mlflow.utils.mlflow_tags:_get_run_name_from_tags", "lean", ("tags",)),
+    Internal("mlflow.utils.name_utils:_generate_random_name", "lean"),
+    Internal("mlflow.utils.validation:_parse_experiment_id", "lean", optional=True),  # 3.13+
+    # gc: the private methods `mlflow gc` deletes through (checked against gc's own source too)
+    Internal(f"{_STORE}:SqlAlchemyStore._get_deleted_runs", "gc", ("older_than",)),
+    Internal(f"{_STORE}:SqlAlchemyStore._get_deleted_logged_models", "gc", ("older_than",)),
+    Internal(f"{_STORE}:SqlAlchemyStore._hard_delete_run", "gc", ("run_id",)),
+    Internal(f"{_STORE}:SqlAlchemyStore._hard_delete_experiment", "gc", ("experiment_id",)),
+    Internal(f"{_STORE}:SqlAlchemyStore._hard_delete_logged_model", "gc", ("model_id",)),
+    Internal("mlflow.cli:gc", "gc"),
+    # hyperopt: MLflow's autologging machinery, used the way its own integrations use it
+    Internal("mlflow.utils.autologging_utils.safety:_store_patch", "hyperopt", ("autologging_integration", "patch")),
+    Internal("mlflow.utils.autologging_utils.safety:_wrap_patch", "hyperopt", ("destination", "name", "patch_obj")),
+    Internal("mlflow.utils.autologging_utils.safety:update_wrapper_extended", "hyperopt", ("wrapper", "wrapped")),
+    Internal("mlflow.utils.autologging_utils.safety:_AutologgingSessionManager.active_session", "hyperopt"),
+    Internal("mlflow.utils.autologging_utils.safety:is_testing", "hyperopt"),
+    Internal("mlflow.tracking.fluent:_active_run_stack", "hyperopt"),
+    Internal("mlflow.utils.gorilla:get_original_attribute", "hyperopt"),
+    # cli: MLflow's plugin registries, for `mlflow-team doctor`
+    Internal("mlflow.tracking._tracking_service.utils:_tracking_store_registry", "cli"),
+    Internal("mlflow.tracking._tracking_service.utils:_get_store", "cli"),
+    Internal("mlflow.tracking._model_registry.utils:_get_store_registry", "cli"),
+    Internal("mlflow.store.artifact.artifact_repository_registry:_artifact_repository_registry", "cli"),
+    Internal("mlflow.tracking.context.registry:_run_context_provider_registry", "cli"),
+    Internal("mlflow.tracking.request_auth.registry:_request_auth_provider_registry", "cli"),
+    Internal("mlflow.tracking.request_header.registry:_request_header_provider_registry", "cli"),
+    # features: public constructors whose keywords grew over the minors (detected, not required)
+    Internal(f"{_STORE}:SqlAlchemyStore.__init__", "features", optional=True),
+    Internal(f"{_REGISTRY}:SqlAlchemyStore.__init__", "features", optional=True),
+    # artifacts: where a trace's archived spans go (3.15+; older MLflow has no archival)
+    Internal("mlflow.tracing.otel.otel_archival:TRACE_ARCHIVAL_FILENAME", "artifacts", optional=True),
+)
+
+#: Tables the lean paths write with plain SQL, and exactly the columns they expect. A column
+#: MLflow adds (a workspace, a new NOT NULL field) turns the lean paths off until checked.
+LEAN_COLUMNS = {
+    ("mlflow.store.tracking.dbmodels.models", "SqlRun"): {
+        "run_uuid", "name", "source_type", "source_name", "entry_point_name", "user_id", "status",
+        "start_time", "end_time", "deleted_time", "source_version", "lifecycle_stage",
+        "artifact_uri", "experiment_id",
+    },
+    ("mlflow.store.tracking.dbmodels.models", "SqlTag"): {"key", "value", "run_uuid"},
+    ("mlflow.store.tracking.dbmodels.models", "SqlParam"): {"key", "value", "run_uuid"},
+    ("mlflow.store.tracking.dbmodels.models", "SqlMetric"): {
+        "key", "value", "timestamp", "step", "is_nan", "run_uuid",
+    },
+    ("mlflow.store.tracking.dbmodels.models", "SqlLatestMetric"): {
+        "key", "value", "timestamp", "step", "is_nan", "run_uuid",
+    },
+}
+#: Columns the links queries (protected deletions) read; a subset is enough.
+LINK_COLUMNS = {
+    ("mlflow.store.model_registry.dbmodels.models", "SqlModelVersion"): {
+        "name", "version", "current_stage", "run_id", "source",
+    },
+    ("mlflow.store.model_registry.dbmodels.models", "SqlRegisteredModelAlias"): {"name", "alias", "version"},
+    ("mlflow.store.tracking.dbmodels.models", "SqlLoggedModel"): {"model_id", "source_run_id", "experiment_id"},
+    ("mlflow.store.tracking.dbmodels.models", "SqlRun"): {"run_uuid", "experiment_id", "lifecycle_stage"},
+}
+#: The private store methods `mlflow gc` may call that the team store guards.
+GC_GUARDED = frozenset({
+    "_get_deleted_runs", "_get_deleted_logged_models", "_hard_delete_run",
+    "_hard_delete_experiment", "_hard_delete_logged_model",
+})
+
+
+# --- resolving ---------------------------------------------------------------------------------
+
+
+def resolve(path: str) -> Any:
+    """The object at ``module:attr.attr`` (raises ImportError/AttributeError when it is gone)."""
+    module_name, _, attrs = path.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for attr in attrs.split("."):
+        obj = getattr(obj, attr)
+    return obj
+
+
+def get(path: str, default: Any = None) -> Any:
+    """An internal of the list, or ``default`` when this MLflow does not have it."""
+    if path not in _BY_PATH:
+        raise KeyError(f"{path} is not in mlflow_team.store.compat.INTERNALS: add it there first")
+    try:
+        return resolve(path)
+    except (ImportError, AttributeError):
+        return default
+
+
+_BY_PATH = {internal.path: internal for internal in INTERNALS}
+
+
+def _check_internal(internal: Internal) -> str | None:
+    try:
+        obj = resolve(internal.path)
+    except (ImportError, AttributeError) as exc:
+        return None if internal.optional else f"{internal.path} is missing ({exc})"
+    if internal.params:
+        target = inspect.unwrap(obj)
+        try:
+            names = set(inspect.signature(target).parameters)
+        except (TypeError, ValueError):
+            return f"{internal.path}: its signature cannot be read"
+        missing = [p for p in internal.params if p not in names]
+        if missing and not any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(target).parameters.values()
+        ):
+            return f"{internal.path} no longer takes {', '.join(missing)}"
+    return None
+
+
+def _check_columns(expected: dict, exact: bool) -> list[str]:
+    problems = []
+    for (module, name), columns in expected.items():
+        try:
+            model = getattr(importlib.import_module(module), name)
+            found = {column.name for column in model.__table__.columns}
+        except Exception as exc:  # noqa: BLE001 - any failure here means "not as we know it"
+            problems.append(f"{module}.{name} cannot be read ({exc})")
+            continue
+        if exact and found != columns:
+            problems.append(
+                f"table {model.__tablename__} has columns {sorted(found ^ columns)} "
+                "that differ from the ones the lean paths write"
+            )
+        elif not exact and not columns <= found:
+            problems.append(f"table {model.__tablename__} lacks {sorted(columns - found)}")
+    return problems
+
+
+def _check_gc_source() -> list[str]:
+    """`mlflow gc` must delete through the private methods the store guards, and only those."""
+    try:
+        source = inspect.getsource(importlib.import_module("mlflow.cli"))
+    except (OSError, TypeError, ImportError) as exc:
+        return [f"the source of `mlflow gc` cannot be read ({exc})"]
+    called = set(re.findall(r"backend_store\.(_\w+)\(", source))
+    problems = []
+    unguarded = sorted(called - GC_GUARDED)
+    if unguarded:
+        problems.append(f"`mlflow gc` calls store methods the team store does not guard: {unguarded}")
+    for needed in ("_get_deleted_runs", "_hard_delete_run"):
+        if needed not in called:
+            problems.append(f"`mlflow gc` no longer calls {needed}, the method the team store guards")
+    return problems
+
+
+def mlflow_version() -> tuple[int, int]:
+    from importlib.metadata import version
+
+    parts = re.findall(r"\d+", version("mlflow-skinny") if _has_dist("mlflow-skinny") else version("mlflow"))
+    return int(parts[0]), int(parts[1])
+
+
+def _has_dist(name: str) -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version(name)
+        return True
+    except PackageNotFoundError:
+        return False
+
+
+# --- the probe ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    version: tuple[int, int]
+    failures: dict[str, list[str]] = field(default_factory=dict)  # group -> reasons
+
+    def ok(self, group: str) -> bool:
+        if group not in GROUPS:
+            raise KeyError(group)
+        return not self.failures.get(group)
+
+
+def _disabled() -> set[str]:
+    raw = os.environ.get(DISABLE_ENV, "")
+    names = {part.strip() for part in raw.split(",") if part.strip()}
+    return set(GROUPS) if "all" in names else names
+
+
+def _run_probe() -> Probe:
+    result = Probe(mlflow_version())
+    checks: dict[str, Callable[[], list[str]]] = {}
+    for internal in INTERNALS:
+        problem = _check_internal(internal)
+        if problem and internal.group in GROUPS:
+            result.failures.setdefault(internal.group, []).append(problem)
+    checks["lean"] = lambda: _check_columns(LEAN_COLUMNS, exact=True)
+    checks["gc"] = lambda: _check_columns(LINK_COLUMNS, exact=False) + _check_gc_source()
+    for group, check in checks.items():
+        problems = check()
+        if problems:
+            result.failures.setdefault(group, []).extend(problems)
+    # The lean paths re-implement stock semantics: a minor nobody has run the contract suite on
+    # may have changed what they must do without renaming anything.
+    newest = TESTED_MINORS[-1]
+    if result.version > newest:
+        result.failures.setdefault("lean", []).append(
+            f"MLflow {result.version[0]}.{result.version[1]} is newer than the newest tested "
+            f"({newest[0]}.{newest[1]}) and the lean paths repeat stock's semantics"
+        )
+    # Without the team engine, the team sessions have no BEGIN IMMEDIATE or savepoints to use.
+    if result.failures.get("engine"):
+        result.failures.setdefault("sessions", []).append("needs the engine group")
+    if result.failures.get("sessions"):
+        result.failures.setdefault("lean", []).append("needs the sessions group")
+    for group in _disabled() & set(GROUPS):
+        result.failures.setdefault(group, []).append(f"switched off by {DISABLE_ENV}")
+    return result
+
+
+_PROBE: Probe | None = None
+_LOGGED: set[str] = set()
+
+
+def probe() -> Probe:
+    """The probe's result for this process (run once; :func:`reset` runs it again)."""
+    global _PROBE
+    if _PROBE is None:
+        _PROBE = _run_probe()
+    return _PROBE
+
+
+def reset() -> None:
+    """Forget the probe (tests, or after changing ``MLFLOW_TEAM_COMPAT_DISABLE``)."""
+    global _PROBE
+    _PROBE = None
+    _LOGGED.clear()
+
+
+def use(group: str) -> bool:
+    """Whether to use an accelerator; the first refusal per group logs one line saying why."""
+    result = probe()
+    if result.ok(group):
+        return True
+    if group not in _LOGGED:
+        _LOGGED.add(group)
+        info = GROUPS[group]
+        _logger.warning(
+            "mlflow-team: %s off on MLflow %d.%d (%s); using %s instead: slower, same results.",
+            info.buys, *result.version, "; ".join(result.failures[group]), info.fallback,
+        )
+    return False
+
+
+def report() -> list[tuple[str, str, bool, str]]:
+    """(group, kind, ok, detail) for every group: what doctor prints."""
+    result = probe()
+    return [
+        (name, group.kind, result.ok(name),
+         group.buys if result.ok(name) else "; ".join(result.failures[name]))
+        for name, group in GROUPS.items()
+    ]
+
+
+@functools.lru_cache(maxsize=None)
+def accepts(path: str, parameter: str) -> bool:
+    """Whether the callable at ``path`` (an entry of the list) takes ``parameter``."""
+    obj = get(path)
+    if obj is None:
+        return False
+    try:
+        return parameter in inspect.signature(inspect.unwrap(obj)).parameters
+    except (TypeError, ValueError):
+        return False
