@@ -107,13 +107,43 @@ def doctor(tracking_uri: str | None) -> None:
         sys.exit(1)
 
 
+def _missing_sqlite_file(tracking_uri: str) -> str | None:
+    """Why the SQLite file of ``tracking_uri`` is missing, or None (it exists, or not SQLite)."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    db = tracking_uri.removeprefix("team+")
+    if not db.startswith("sqlite:"):
+        return None
+    try:
+        url = make_url(db)
+    except Exception:  # noqa: BLE001 - the store reports what is wrong with it
+        return None
+    if url.database in (None, "", ":memory:") or url.query.get("uri"):
+        return None  # in memory, or a file: URI SQLite resolves itself
+    path = Path(url.database)
+    if path.exists():
+        return None
+    folder = path.parent
+    what = "no such file" if folder.is_dir() else f"nor does its folder {folder}"
+    return errors.SQLITE_DATABASE_MISSING.format(path=path, uri=tracking_uri, what=what, cwd=Path.cwd())
+
+
 def _check_store(tracking_uri: str) -> bool:
+    """Build the store and ask it one question; create nothing, echo no password."""
     from mlflow.tracking._tracking_service.utils import _get_store
 
+    from mlflow_team import redact
     from mlflow_team.store import uri
 
+    shown = redact.mask_url(tracking_uri)
     if tracking_uri.startswith(uri.PREFIX) and tracking_uri.split(":", 1)[0] not in uri.TEAM_SCHEMES:
-        click.echo(f"  [ERROR] {errors.UNSUPPORTED_SCHEME.format(uri=tracking_uri, supported=', '.join(uri.TEAM_SCHEMES))}")
+        click.echo(f"  [ERROR] {errors.UNSUPPORTED_SCHEME.format(uri=shown, supported=', '.join(uri.TEAM_SCHEMES))}")
+        return False
+    missing = _missing_sqlite_file(tracking_uri)
+    if missing is not None:  # building the store would create the file and its folders
+        click.echo(f"  [ERROR] {missing}")
         return False
     started = time.perf_counter()
     try:
@@ -121,10 +151,10 @@ def _check_store(tracking_uri: str) -> bool:
         store.search_experiments(max_results=1)
     except Exception as exc:
         message = getattr(exc, "message", None) or str(exc)
-        click.echo(f"  [ERROR] {tracking_uri}: {type(exc).__name__}: {message}")
+        click.echo(redact.mask_secrets(f"  [ERROR] {shown}: {type(exc).__name__}: {message}", tracking_uri))
         return False
     elapsed_ms = (time.perf_counter() - started) * 1000
-    click.echo(f"  [ok] {tracking_uri} answers ({type(store).__name__}, {elapsed_ms:.0f} ms)")
+    click.echo(f"  [ok] {shown} answers ({type(store).__name__}, {elapsed_ms:.0f} ms)")
     return True
 
 

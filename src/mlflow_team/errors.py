@@ -365,3 +365,11 @@ EJECT_FAILED = (
     "eject rewrites everything in one transaction, and it was rolled back. Fix the cause, then "
     "run mlflow-team eject --tracking-uri URL --apply again."
 )
+
+# --- doctor ----------------------------------------------------------------------------------
+
+SQLITE_DATABASE_MISSING = (
+    "The SQLite database {path} behind {uri!r} does not exist ({what}); doctor checks a store "
+    "and never creates one. Fix the path (a relative one counts from the working directory, "
+    "{cwd}), or create the database with: mlflow-team db upgrade {uri}"
+)

@@ -59,7 +59,9 @@ def test_unknown_team_scheme_is_refused_by_mlflow_with_the_supported_list(tmp_pa
 
 
 def test_doctor_reports_plugins_policy_and_store(tmp_path, policy_file):
-    result = CliRunner().invoke(cli, ["doctor", "--tracking-uri", f"team+sqlite:///{tmp_path}/d.db"])
+    url = f"team+sqlite:///{tmp_path}/d.db"
+    assert CliRunner().invoke(cli, ["db", "upgrade", url]).exit_code == 0  # doctor creates nothing
+    result = CliRunner().invoke(cli, ["doctor", "--tracking-uri", url])
     assert result.exit_code == 0, result.output
     assert "[ok] mlflow.tracking_store: team+sqlite" in result.output
     assert "[ok] mlflow.model_registry_store: team+postgresql+psycopg" in result.output
@@ -98,3 +100,56 @@ def test_policy_check_accepts_a_good_file_and_explains_a_bad_one(tmp_path):
     result = CliRunner().invoke(cli, ["policy", "check", str(bad)])
     assert result.exit_code == 1
     assert f"Policy file {bad}: unknown rule [required-tag]" in result.output
+
+
+def test_doctor_reports_a_missing_sqlite_folder_and_creates_nothing(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    result = CliRunner().invoke(cli, ["doctor", "--tracking-uri", f"team+sqlite:///{root}/missing/dir/x.db"])
+    assert result.exit_code == 1
+    assert f"[ERROR] The SQLite database {root}/missing/dir/x.db" in result.output
+    assert f"does not exist (nor does its folder {root}/missing/dir)" in result.output
+    assert f"mlflow-team db upgrade team+sqlite:///{root}/missing/dir/x.db" in result.output
+    assert list(root.iterdir()) == []
+
+
+def test_doctor_reports_a_missing_sqlite_file_in_an_existing_folder_and_creates_nothing(tmp_path, monkeypatch):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    for url in ("team+sqlite:///x.db", "sqlite:///x.db"):
+        result = CliRunner().invoke(cli, ["doctor", "--tracking-uri", url])
+        assert result.exit_code == 1
+        assert "[ERROR] The SQLite database x.db behind" in result.output
+        assert "does not exist (no such file); doctor checks a store and never creates one" in result.output
+        assert f"counts from the working directory, {workdir})" in result.output
+    assert list(workdir.iterdir()) == []  # no x.db, no mlruns/
+
+
+def test_sqlite_database_missing_message_names_the_path_and_the_command_that_creates_it():
+    from mlflow_team import errors
+
+    message = errors.SQLITE_DATABASE_MISSING.format(
+        path="/data/x.db", uri="team+sqlite:////data/x.db", what="no such file", cwd="/home/me"
+    )
+    assert message == (
+        "The SQLite database /data/x.db behind 'team+sqlite:////data/x.db' does not exist (no such "
+        "file); doctor checks a store and never creates one. Fix the path (a relative one counts "
+        "from the working directory, /home/me), or create the database with: "
+        "mlflow-team db upgrade team+sqlite:////data/x.db"
+    )
+
+
+def test_doctor_never_shows_the_database_password(monkeypatch):
+    import mlflow.store.db.utils
+
+    monkeypatch.setattr(mlflow.store.db.utils, "MAX_RETRY_COUNT", 1)  # one attempt, no 100 s of retries
+    for url in (
+        "team+postgresql://root:s3cret-pw@127.0.0.1:5432/nosuchdb",
+        "team+mysql+pymysql://root:s3cret-pw@127.0.0.1:3306/nosuchdb",
+        "team+oracle://root:s3cret-pw@127.0.0.1:1521/nosuchdb",  # refused before any connection
+    ):
+        result = CliRunner().invoke(cli, ["doctor", "--tracking-uri", url])
+        assert result.exit_code == 1
+        assert "[ERROR]" in result.output and "root:***@127.0.0.1" in result.output
+        assert "s3cret-pw" not in result.output
