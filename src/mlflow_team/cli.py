@@ -79,11 +79,23 @@ def plugin_status() -> list[tuple[str, str, bool, str]]:
 )
 def doctor(tracking_uri: str | None) -> None:
     """Show which plugins MLflow loaded, the policy in force, and whether the store answers."""
+    from mlflow_team.store import compat
+
     healthy = True
     click.echo("Plugins (as loaded by MLflow's own registries):")
-    for group, name, loaded, detail in plugin_status():
-        healthy &= loaded
-        click.echo(f"  [{'ok' if loaded else 'MISSING'}] {group}: {name} -> {detail}")
+    if compat.use("cli"):
+        for group, name, loaded, detail in plugin_status():
+            healthy &= loaded
+            click.echo(f"  [{'ok' if loaded else 'MISSING'}] {group}: {name} -> {detail}")
+    else:
+        click.echo("  not listed: this MLflow's plugin registries are not the ones doctor knows")
+
+    version = "%d.%d" % compat.probe().version
+    click.echo(f"MLflow {version} internals (mlflow_team.store.compat):")
+    for group, kind, ok, detail in compat.report():
+        # A failed accelerator is slower, not broken; a failed guard stops protecting stores.
+        mark = "ok" if ok else ("OFF" if kind != "guard" else "ERROR")
+        click.echo(f"  [{mark}] {group} ({kind}): {detail}")
 
     click.echo("Policy:")
     from mlflow_team import config
@@ -389,6 +401,55 @@ def demo(workdir, trials, train, valid, rows, max_train_seconds, max_model_mb, w
     except KeyboardInterrupt:
         click.echo("\nInterrupted.")
     click.echo("Both servers stopped.")
+
+
+# --- eject -----------------------------------------------------------------------------------
+
+
+@cli.command("eject")
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    default=None,
+    help="The database: team+sqlite:///..., team+postgresql://..., or its plain URL (default: $MLFLOW_TRACKING_URI).",
+)
+@click.option("--apply", is_flag=True, help="Rewrite, in one transaction (default: a dry run that only counts).")
+def eject_command(tracking_uri: str | None, apply: bool) -> None:
+    """Rewrite team+file/team+s3 artifact locations to file/s3, so stock MLflow reads the database.
+
+    Without --apply nothing is written: it shows what would change. Stop every writer that uses
+    the team+ URL first; running it again is safe (it then changes nothing).
+    """
+    from mlflow_team.store import eject as ejecting
+
+    if not tracking_uri:
+        raise click.ClickException(errors.EJECT_NO_TRACKING_URI)
+    try:
+        report = ejecting.eject(tracking_uri, apply=apply)
+    except ejecting.EjectError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"{'Ejecting' if apply else 'Dry run (nothing is written)'}: {report.url}")
+    click.echo(report.table())
+    if report.absent:
+        click.echo(f"(not in this database's schema: {', '.join(report.absent)})")
+    if not apply:
+        click.echo(
+            f"{report.rows} location(s) would change. Run again with --apply to rewrite them in one transaction."
+            if report.rows else "Nothing to rewrite: stock MLflow already reads every location."
+        )
+        return
+    click.echo(f"Rewrote {report.rows} location(s) in one transaction." if report.rows
+               else "Nothing to rewrite: stock MLflow already reads every location.")
+    click.echo(
+        "Next, with stock MLflow alone (mlflow-team not needed):\n"
+        f"  export MLFLOW_TRACKING_URI={report.stock_url}\n"
+        f"  mlflow ui --backend-store-uri {report.stock_url}\n"
+        "Artifacts are now plain file: and s3: URIs, which stock MLflow reads as they are. The "
+        "checksums team+file kept beside them (.<name>.mlflow-team-sha256 files, extended "
+        "attributes) are ignored by stock MLflow and harmless.\n"
+        "The way back in: the team+ URL keeps working on this database (it reads plain file: and "
+        "s3: locations); new artifacts then go to team+ locations again."
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,6 @@ it runs on a database no ``team+`` store can open (an older schema, a half-insta
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
 from mlflow_team import errors
+from mlflow_team.redact import mask_secrets, mask_url
 
 PREFIX = "team+"
 #: The artifact schemes of the plugin; ``team+`` dropped, each is a stock scheme.
@@ -105,19 +105,6 @@ class EjectError(MlflowException):
         super().__init__(message, error_code=error_code)
 
 
-def masked(raw: str) -> str:
-    """``raw`` with any password replaced by ``***`` (team+ prefix kept)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    team = raw.startswith(PREFIX)
-    try:
-        text = make_url(raw[len(PREFIX) :] if team else raw).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:***@", raw)
-    return (PREFIX if team else "") + text
-
-
 def database_url(tracking_uri: str):
     """The SQLAlchemy URL behind ``team+<url>`` or ``<url>``; EjectError when it is no database."""
     from sqlalchemy.engine import make_url
@@ -132,7 +119,7 @@ def database_url(tracking_uri: str):
     if backend not in SUPPORTED_BACKENDS:
         raise EjectError(
             errors.EJECT_NOT_A_DATABASE.format(
-                uri=masked(tracking_uri), supported=", ".join(f"{b}://..." for b in SUPPORTED_BACKENDS)
+                uri=mask_url(tracking_uri), supported=", ".join(f"{b}://..." for b in SUPPORTED_BACKENDS)
             )
         )
     return url
@@ -150,8 +137,8 @@ def eject(tracking_uri: str, apply: bool = False) -> EjectReport:
     from sqlalchemy.pool import NullPool
 
     url = database_url(tracking_uri)
-    shown = masked(tracking_uri)
-    report = EjectReport(url=shown, stock_url=url.render_as_string(hide_password=True), applied=apply)
+    shown = mask_url(tracking_uri)
+    report = EjectReport(url=shown, stock_url=mask_url(url.render_as_string(hide_password=False)), applied=apply)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         # SQLite creates a missing file on connect: eject must not leave an empty one behind.
         if not Path(url.database).expanduser().is_file():
@@ -162,7 +149,8 @@ def eject(tracking_uri: str, apply: bool = False) -> EjectReport:
         engine = create_engine(url, poolclass=NullPool)
         connection = engine.connect()
     except Exception as exc:  # a missing driver, a server that does not answer, a bad login
-        raise EjectError(errors.EJECT_CANNOT_OPEN.format(uri=shown, reason=_reason(exc))) from None
+        reason = mask_secrets(_reason(exc), tracking_uri)
+        raise EjectError(errors.EJECT_CANNOT_OPEN.format(uri=shown, reason=reason)) from None
     try:
         with connection.begin():
             tables = _columns_by_table(inspect(connection))
@@ -174,14 +162,14 @@ def eject(tracking_uri: str, apply: bool = False) -> EjectReport:
                 if target.column not in tables.get(target.table, ()):
                     report.absent.append(target.label)
                     continue
-                report.changes.append(_rewrite(connection, text, target, shown, apply))
+                report.changes.append(_rewrite(connection, text, target, tracking_uri, apply))
     finally:
         connection.close()
         engine.dispose()
     return report
 
 
-def _rewrite(connection, text, target: Column, shown: str, apply: bool) -> Change:
+def _rewrite(connection, text, target: Column, tracking_uri: str, apply: bool) -> Change:
     table, column = _quoted(connection, target.table), _quoted(connection, target.column)
     conditions = " OR ".join(f"{column} LIKE :p{i}" for i in range(len(ARTIFACT_PREFIXES)))
     where = f"({conditions})" + (f" AND {_quoted(connection, 'key')} = :key" if target.key else "")
@@ -200,7 +188,10 @@ def _rewrite(connection, text, target: Column, shown: str, apply: bool) -> Chang
             ).rowcount
     except Exception as exc:
         raise EjectError(
-            errors.EJECT_FAILED.format(uri=shown, table=target.table, column=target.column, reason=_reason(exc)),
+            errors.EJECT_FAILED.format(
+                uri=mask_url(tracking_uri), table=target.table, column=target.column,
+                reason=mask_secrets(_reason(exc), tracking_uri),
+            ),
             error_code=INTERNAL_ERROR,
         ) from None
     new = example[len(PREFIX) :] if example else None
