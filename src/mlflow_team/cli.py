@@ -79,11 +79,23 @@ def plugin_status() -> list[tuple[str, str, bool, str]]:
 )
 def doctor(tracking_uri: str | None) -> None:
     """Show which plugins MLflow loaded, the policy in force, and whether the store answers."""
+    from mlflow_team.store import compat
+
     healthy = True
     click.echo("Plugins (as loaded by MLflow's own registries):")
-    for group, name, loaded, detail in plugin_status():
-        healthy &= loaded
-        click.echo(f"  [{'ok' if loaded else 'MISSING'}] {group}: {name} -> {detail}")
+    if compat.use("cli"):
+        for group, name, loaded, detail in plugin_status():
+            healthy &= loaded
+            click.echo(f"  [{'ok' if loaded else 'MISSING'}] {group}: {name} -> {detail}")
+    else:
+        click.echo("  not listed: this MLflow's plugin registries are not the ones doctor knows")
+
+    version = "%d.%d" % compat.probe().version
+    click.echo(f"MLflow {version} internals (mlflow_team.store.compat):")
+    for group, kind, ok, detail in compat.report():
+        # A failed accelerator is slower, not broken; a failed guard stops protecting stores.
+        mark = "ok" if ok else ("OFF" if kind != "guard" else "ERROR")
+        click.echo(f"  [{mark}] {group} ({kind}): {detail}")
 
     click.echo("Policy:")
     from mlflow_team import config

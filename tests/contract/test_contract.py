@@ -402,3 +402,13 @@ def test_finish_run_lands_a_runs_last_values_and_its_end_together_or_not_at_all(
     assert (info.status, info.end_time) == ("FAILED", 1234) == (run.info.status, run.info.end_time)
     assert run.data.metrics == {"loss": 0.5} and run.data.params == {"depth": "6", "eta": "0.3"}
     assert run.data.tags["note"] == "x"
+
+
+def test_the_store_runs_the_paths_its_probe_allows(db_url, accelerators):
+    from mlflow_team.store import db
+    from mlflow_team.store.tracking import TeamSqlAlchemyStore
+
+    store = TeamSqlAlchemyStore(f"team+{db_url}")
+    accelerated = accelerators == "accelerated"
+    assert isinstance(store.ManagedSessionMaker, db.ManagedSessions) is accelerated
+    assert store._lean_path is (accelerated and db_url.startswith("sqlite"))

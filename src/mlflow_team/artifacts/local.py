@@ -70,11 +70,18 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
                 pass
             raise
 
-    def _destination(self, file_name: str, artifact_path: str | None) -> str:
+    def _folder(self, artifact_path: str | None) -> str:
+        """The folder for ``artifact_path`` under the root, created (public names only: the
+        helpers MLflow's repository has for this are private and differ between minors)."""
         artifact_path = integrity.safe_relative_path(artifact_path) or None
-        integrity.safe_relative_path(os.path.basename(file_name), "artifact file name")
-        _, destination = self._get_destination_artifact_path(file_name, artifact_path)
-        return destination
+        folder = os.path.join(self.artifact_dir, artifact_path) if artifact_path else self.artifact_dir
+        os.makedirs(folder, exist_ok=True)
+        return folder
+
+    def _destination(self, file_name: str, artifact_path: str | None) -> str:
+        name = os.path.basename(file_name)
+        integrity.safe_relative_path(name, "artifact file name")
+        return os.path.join(self._folder(artifact_path), name)
 
     def log_artifact(self, local_file, artifact_path=None):
         destination = self._destination(local_file, artifact_path)
@@ -104,8 +111,7 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
             spool.close()
 
     def log_artifacts(self, local_dir, artifact_path=None):
-        artifact_path = integrity.safe_relative_path(artifact_path) or None
-        root = self._get_or_create_artifact_dir(artifact_path)
+        root = self._folder(artifact_path)
         local_dir = os.path.abspath(local_dir)
         jobs = []
         for folder, _, files in os.walk(local_dir):

@@ -31,7 +31,7 @@ import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-from mlflow_team import config, errors
+from mlflow_team import config, errors, redact
 from mlflow_team.store import compat, uri
 
 _logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def prepare(url: str, team_uri: str, policy: Any) -> bool:
         lo, hi = compat.TESTED_MINORS[0], compat.TESTED_MINORS[-1]
         raise errors.TeamStoreConfigError(
             errors.GC_GUARD_UNAVAILABLE.format(
-                uri=redacted(team_uri), version="%d.%d" % result.version,
+                uri=redact.mask_url(team_uri), version="%d.%d" % result.version,
                 reason="; ".join(result.failures["gc"]),
                 tested=f"{lo[0]}.{lo[1]} to {hi[0]}.{hi[1]}",
             )
@@ -125,6 +125,11 @@ def prepare(url: str, team_uri: str, policy: Any) -> bool:
         ensure_schema(url, team_uri)
     # An in-memory database lives in one connection: MLflow's own engine and sessions serve it.
     return in_memory(url) is False and compat.use("sessions")
+
+
+def hardened(url: str) -> bool:
+    """Whether the store gets mlflow-team's engine for ``url`` (MLflow's own serves in-memory)."""
+    return not in_memory(url) and compat.use("engine")
 
 
 def in_memory(url: str) -> bool:
@@ -144,17 +149,6 @@ def atomic(maker: Any):
     from contextlib import nullcontext
 
     return maker.atomic() if isinstance(maker, ManagedSessions) else nullcontext()
-
-
-def redacted(url: str) -> str:
-    """A database URL without its password, for messages and logs."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        prefix = uri.PREFIX if url.startswith(uri.PREFIX) else ""
-        return prefix + make_url(url[len(prefix):]).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy can parse: say nothing of it
-        return "<database URL>"
 
 
 def _is_empty_database(engine: sqlalchemy.engine.Engine) -> bool:
@@ -198,11 +192,11 @@ def schema_error(team_uri: str, found: str | None, expected: str) -> Exception:
 
         return errors.TeamStoreConfigError(
             errors.SCHEMA_NEWER_THAN_MLFLOW.format(
-                uri=redacted(team_uri), found=found, expected=expected, version=version("mlflow-skinny"),
+                uri=redact.mask_url(team_uri), found=found, expected=expected, version=version("mlflow-skinny"),
             )
         )
     return errors.TeamStoreConfigError(
-        errors.SCHEMA_OUT_OF_DATE.format(uri=redacted(team_uri), found=found, expected=expected)
+        errors.SCHEMA_OUT_OF_DATE.format(uri=redact.mask_url(team_uri), found=found, expected=expected)
     )
 
 
@@ -330,13 +324,17 @@ class ManagedSessions:
                 raise
             except sqlalchemy.exc.OperationalError as exc:
                 session.rollback()
-                raise MlflowException(message=exc, error_code=TEMPORARILY_UNAVAILABLE) from exc
+                raise MlflowException(message=self._masked(exc), error_code=TEMPORARILY_UNAVAILABLE) from exc
             except sqlalchemy.exc.SQLAlchemyError as exc:
                 session.rollback()
-                raise MlflowException(message=exc, error_code=BAD_REQUEST) from exc
+                raise MlflowException(message=self._masked(exc), error_code=BAD_REQUEST) from exc
             except Exception as exc:
                 session.rollback()
-                raise MlflowException(message=exc, error_code=INTERNAL_ERROR) from exc
+                raise MlflowException(message=self._masked(exc), error_code=INTERNAL_ERROR) from exc
+
+    def _masked(self, exc: BaseException) -> str:
+        """A database error's text without the URL's password (a driver may quote either)."""
+        return redact.mask_secrets(str(exc), self.engine.url.render_as_string(hide_password=False))
 
     @contextmanager
     def driver(self) -> Iterator["Statements"]:
@@ -360,11 +358,11 @@ class ManagedSessions:
             except MlflowException:
                 raise
             except sqlite3.OperationalError as exc:
-                raise MlflowException(message=exc, error_code=TEMPORARILY_UNAVAILABLE) from exc
+                raise MlflowException(message=self._masked(exc), error_code=TEMPORARILY_UNAVAILABLE) from exc
             except sqlite3.Error as exc:
-                raise MlflowException(message=exc, error_code=BAD_REQUEST) from exc
+                raise MlflowException(message=self._masked(exc), error_code=BAD_REQUEST) from exc
             except Exception as exc:
-                raise MlflowException(message=exc, error_code=INTERNAL_ERROR) from exc
+                raise MlflowException(message=self._masked(exc), error_code=INTERNAL_ERROR) from exc
             finally:
                 cursor.close()
 
@@ -390,9 +388,9 @@ class ManagedSessions:
                     finally:
                         del ambient[key]
         except sqlalchemy.exc.OperationalError as exc:
-            raise MlflowException(message=exc, error_code=TEMPORARILY_UNAVAILABLE) from exc
+            raise MlflowException(message=self._masked(exc), error_code=TEMPORARILY_UNAVAILABLE) from exc
         except sqlalchemy.exc.SQLAlchemyError as exc:
-            raise MlflowException(message=exc, error_code=BAD_REQUEST) from exc
+            raise MlflowException(message=self._masked(exc), error_code=BAD_REQUEST) from exc
 
 
 @functools.lru_cache(maxsize=1)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from mlflow_team.store import compat
+
 
 # Driver-level SQL (sqlite3, qmark style): no statement to build or compile per call.
 _EXPERIMENT = "SELECT lifecycle_stage, artifact_location FROM experiments WHERE experiment_id = ?"
@@ -46,8 +48,6 @@ def create_run(store: Any, experiment_id, user_id, start_time, tags, run_name):
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, _get_run_name_from_tags
     from mlflow.utils.name_utils import _generate_random_name
     from mlflow.utils.uri import append_to_uri_path
-    from mlflow.utils.validation import _parse_experiment_id
-
     experiment_int = _parse_experiment_id(experiment_id or store.DEFAULT_EXPERIMENT_ID)
     tags = list(tags or [])
     run_name_tag = _get_run_name_from_tags(tags)
@@ -89,6 +89,23 @@ def create_run(store: Any, experiment_id, user_id, start_time, tags, run_name):
         )
     data = RunData(metrics=[], params=[], tags=[RunTag(t.key, t.value) for t in tags])
     return Run(info, data, RunInputs(dataset_inputs=[]))
+
+
+def _parse_experiment_id(experiment_id) -> int:
+    """MLflow's own parser (3.13+), or the same check and message that older minors inline."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    parse = compat.get("mlflow.utils.validation:_parse_experiment_id")
+    if parse is not None:
+        return parse(experiment_id)
+    try:
+        return int(experiment_id)
+    except (ValueError, TypeError):
+        raise MlflowException(
+            f"Invalid experiment ID '{experiment_id}'. Experiment ID must be a valid integer.",
+            INVALID_PARAMETER_VALUE,
+        ) from None
 
 
 def log_batch(store: Any, run_id: str, metrics, params, tags) -> None:

@@ -37,7 +37,7 @@ class TeamRegistryStoreMixin:
 
     @classmethod
     def _get_or_create_engine(cls, db_uri: str):
-        return db.get_engine(db_uri) if compat.use("engine") else super()._get_or_create_engine(db_uri)
+        return db.get_engine(db_uri) if db.hardened(db_uri) else super()._get_or_create_engine(db_uri)
 
     def _initialize_store_state(self):
         # MLflow calls this at the end of its __init__, once the engines exist. Our sessions

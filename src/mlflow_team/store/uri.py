@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from urllib.parse import unquote
 
-from mlflow_team import errors
+from mlflow_team import errors, redact
 
 PREFIX = "team+"
 
@@ -27,7 +27,7 @@ def db_url(team_uri: str) -> str:
     scheme = team_uri.split(":", 1)[0] if ":" in team_uri else ""
     if not team_uri.startswith(PREFIX) or scheme not in TEAM_SCHEMES:
         raise errors.TeamStoreConfigError(
-            errors.UNSUPPORTED_SCHEME.format(uri=team_uri, supported=", ".join(TEAM_SCHEMES))
+            errors.UNSUPPORTED_SCHEME.format(uri=redact.mask_url(team_uri), supported=", ".join(TEAM_SCHEMES))
         )
     return team_uri[len(PREFIX) :]
 
