@@ -553,4 +553,3 @@ def _part_pool(workers: int) -> _PartPool:
         if workers not in _POOLS:
             _POOLS[workers] = _PartPool(workers)
         return _POOLS[workers]
-

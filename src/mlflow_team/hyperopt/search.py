@@ -82,9 +82,11 @@ def exhaust(original, fmin_iter, *args, **kwargs):
     except BaseException as exc:
         trial._guarded(lambda: _leave(domain, objective))
         trial._guarded(_flush_trials)
-        trial._guarded(lambda: _summarise(fmin_iter, run_id, time.perf_counter() - started, _reason_of(exc), before))
+        reason = _reason_of(exc)
+        trial._guarded(lambda: _summarise(fmin_iter, run_id, time.perf_counter() - started, reason, before))
         if own_run:
-            trial._guarded(lambda: mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"))
+            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            trial._guarded(lambda: mlflow.end_run(status))
         raise
     try:
         _leave(domain, objective)

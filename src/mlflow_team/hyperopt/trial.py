@@ -98,7 +98,8 @@ def evaluate(original, domain, config, ctrl, *args, **kwargs):
         result = original(domain, config, ctrl, *args, **kwargs)
     except BaseException as exc:
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-        _guarded(lambda: _end(client, search, run, domain, config, None, time.perf_counter() - started, exc, status))
+        duration, error = time.perf_counter() - started, exc
+        _guarded(lambda: _end(client, search, run, domain, config, None, duration, error, status))
         _restore(session, session_state)
         raise
     _guarded(lambda: _end(client, search, run, domain, config, result, time.perf_counter() - started, None, "FINISHED"))

@@ -109,8 +109,6 @@ def _init_lock_path(url: str) -> Path:
 def prepare(url: str, team_uri: str, policy: Any) -> bool:
     """What a store does before MLflow's constructor runs: refuse to start where a rule cannot be
     enforced, create or check the schema, and say whether the team sessions are to be installed."""
-    from mlflow_team import errors
-
     result = compat.probe()
     if policy.protected_deletions and not result.ok("gc"):
         lo, hi = compat.TESTED_MINORS[0], compat.TESTED_MINORS[-1]
@@ -185,8 +183,6 @@ def ensure_schema(url: str, team_uri: str) -> None:
 
 def schema_error(team_uri: str, found: str | None, expected: str) -> Exception:
     """Out of date (``mlflow-team db upgrade``) or newer than this MLflow ("upgrade MLflow")."""
-    from mlflow_team import errors
-
     if found is not None and not _known_revision(found):
         from importlib.metadata import version
 

@@ -8,11 +8,11 @@ from mlflow.entities.model_registry import ModelVersionTag
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.model_registry.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
-_REGISTRY_INIT = "mlflow.store.model_registry.sqlalchemy_store:SqlAlchemyStore.__init__"
-
 from mlflow_team import config, policy, stamping
-from mlflow_team.store import compat, db, links, uri
 from mlflow_team.policy import Policy
+from mlflow_team.store import db, links, uri
+
+_REGISTRY_INIT = "mlflow.store.model_registry.sqlalchemy_store:SqlAlchemyStore.__init__"
 
 
 class TeamRegistryStoreMixin:

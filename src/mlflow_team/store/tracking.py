@@ -13,11 +13,11 @@ from mlflow.entities import RunTag
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
-_STORE_INIT = "mlflow.store.tracking.sqlalchemy_store:SqlAlchemyStore.__init__"
-
 from mlflow_team import config, policy, stamping
-from mlflow_team.store import compat, db, lean, links, uri
 from mlflow_team.policy import Policy
+from mlflow_team.store import compat, db, lean, links, uri
+
+_STORE_INIT = "mlflow.store.tracking.sqlalchemy_store:SqlAlchemyStore.__init__"
 
 
 class TeamTrackingStoreMixin:
