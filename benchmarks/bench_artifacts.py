@@ -345,7 +345,8 @@ def main() -> int:
             f"moto {moto.__version__} | Python {platform.python_version()} | {os.cpu_count()} CPUs"
         )
         print(
-            f"moto S3 {'in this process' if args.in_process else 'in its own process'} at {endpoint} | team workers {team_config.artifact_workers()} | "
+            f"moto S3 {'in this process' if args.in_process else 'in its own process'} at {endpoint} | "
+            f"team workers {team_config.artifact_workers()} | "
             f"reps {reps} | work dir {work}{' (--quick)' if args.quick else ''}\n"
         )
 
@@ -370,7 +371,10 @@ def main() -> int:
         write_small_dir(small_dir, sizes["files"])
         write_small_dir(latency_dir, sizes["latency_files"])
         write_big_file(big, sizes["big_mb"])
-        print(f"(wrote {sizes['files']} + {sizes['latency_files']} x 4 KB and 1 x {sizes['big_mb']} MB in {time.perf_counter() - started:.1f} s)")
+        print(
+            f"(wrote {sizes['files']} + {sizes['latency_files']} x 4 KB and 1 x {sizes['big_mb']} MB "
+            f"in {time.perf_counter() - started:.1f} s)"
+        )
 
         # Warm-up, not measured: clients built, connection pools filled, the run looked up once.
         warm = work / "data" / "warm"
@@ -406,7 +410,10 @@ def main() -> int:
         results["big_down"] = bench.download_big(big_source, big.name, big_bytes, reps)
         t = step(f"4/5 download {files} x 4 KB  (previous {time.perf_counter() - t:.0f} s)")
         results["small_down"] = bench.download_dir(bench.root("small/team/r0"), files, reps)
-        t = step(f"5/5 upload {sizes['latency_files']} x 4 KB, +{LATENCY_S * 1000:.0f} ms per request  (previous {time.perf_counter() - t:.0f} s)")
+        t = step(
+            f"5/5 upload {sizes['latency_files']} x 4 KB, +{LATENCY_S * 1000:.0f} ms per request  "
+            f"(previous {time.perf_counter() - t:.0f} s)"
+        )
 
         latency = Latency(LATENCY_S)
         counts: dict[str, list[int]] = {impl: [] for impl in IMPLS}

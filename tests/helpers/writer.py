@@ -13,11 +13,10 @@ import time
 
 def main() -> None:
     uri, worker, runs, metrics, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-    start_file = out + ".go"
+    start_file = os.path.dirname(out) + "/go"  # the parent creates it to start every writer at once
     from mlflow import MlflowClient
-    from mlflow.entities import Metric
 
-    while not os.path.exists(os.path.dirname(out) + "/go"):
+    while not os.path.exists(start_file):
         time.sleep(0.005)
     report = {"worker": worker, "runs": [], "metric_writes": 0, "errors": []}
     t0 = time.perf_counter()

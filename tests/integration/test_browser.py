@@ -92,6 +92,8 @@ def test_the_stock_ui_shows_the_experiment_the_trial_runs_with_their_author_and_
     trial = next(r for r in runs if r.info.run_name == "trial-1")
     author = trial.data.tags["team.author"]
 
-    _page_shows(browser, f"{url}/#/experiments/{experiment.experiment_id}/runs", "trip-duration", "xgboost-hyperopt", "baseline-lasso")
+    _page_shows(
+        browser, f"{url}/#/experiments/{experiment.experiment_id}/runs", "trip-duration", "xgboost-hyperopt", "baseline-lasso"
+    )
     _page_shows(browser, f"{url}/#/experiments/{experiment.experiment_id}/runs/{trial.info.run_id}", "trial-1", author)
     _page_shows(browser, f"{url}/#/models/nyc-taxi.trip-duration", "nyc-taxi.trip-duration", "champion")

@@ -279,7 +279,8 @@ def test_a_database_without_mlflow_tables_is_refused(tmp_path):
     ],
 )
 def test_a_database_that_does_not_answer_is_named_without_its_password(uri, shown):
-    with pytest.raises(EjectError, match=re.escape(repr(shown)) + r" could not be opened \(\w+Error: .+\)\. Check that") as caught:
+    expected = re.escape(repr(shown)) + r" could not be opened \(\w+Error: .+\)\. Check that"
+    with pytest.raises(EjectError, match=expected) as caught:
         eject(uri)
     assert "s3cret" not in caught.value.message
 

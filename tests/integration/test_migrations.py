@@ -35,7 +35,8 @@ def old_database(tmp_path):
 
 def test_store_on_an_old_schema_names_the_upgrade_command(old_database):
     team = f"team+{old_database}"
-    with pytest.raises(errors.TeamStoreConfigError, match=r"out-of-date MLflow schema .* run: mlflow-team db upgrade " + re.escape(team)):
+    expected = r"out-of-date MLflow schema .* run: mlflow-team db upgrade " + re.escape(team)
+    with pytest.raises(errors.TeamStoreConfigError, match=expected):
         TeamSqlAlchemyStore(team)
 
 
@@ -50,7 +51,7 @@ def test_db_upgrade_migrates_a_team_url_and_the_store_opens(old_database):
     team = f"team+{old_database}"
     result = CliRunner().invoke(cli, ["db", "upgrade", team])
     assert result.exit_code == 0, result.output
-    assert f"migrated from schema revision" in result.output
+    assert "migrated from schema revision" in result.output
     store = TeamSqlAlchemyStore(team)
     assert store.get_experiment("0").name == "Default"
     again = CliRunner().invoke(cli, ["db", "upgrade", team])

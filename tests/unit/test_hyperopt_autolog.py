@@ -229,8 +229,14 @@ def test_a_status_fail_result_is_counted_and_tagged(experiment):
 
 def test_resuming_from_a_trials_save_file_logs_only_the_new_trials(experiment, tmp_path):
     saved = str(tmp_path / "trials.pkl")
-    fmin(objective, SPACE, algo=tpe.suggest, max_evals=3, trials_save_file=saved, rstate=np.random.default_rng(8), show_progressbar=False)
-    fmin(objective, SPACE, algo=tpe.suggest, max_evals=5, trials_save_file=saved, rstate=np.random.default_rng(9), show_progressbar=False)
+    fmin(
+        objective, SPACE, algo=tpe.suggest, max_evals=3, trials_save_file=saved,
+        rstate=np.random.default_rng(8), show_progressbar=False,
+    )
+    fmin(
+        objective, SPACE, algo=tpe.suggest, max_evals=5, trials_save_file=saved,
+        rstate=np.random.default_rng(9), show_progressbar=False,
+    )
     first, second = runs_of(experiment)[0]
     children = runs_of(experiment)[1]
     assert len(children) == 5  # no trial logged twice
@@ -244,18 +250,28 @@ def test_resuming_from_a_trials_save_file_logs_only_the_new_trials(experiment, t
 
 def test_points_to_evaluate_are_logged_as_the_first_trials(experiment):
     start = [{"model": 1, "depth": 3.0, "learning_rate": 0.05}]
-    fmin(objective, SPACE, algo=tpe.suggest, max_evals=3, points_to_evaluate=start, rstate=np.random.default_rng(10), show_progressbar=False)
+    fmin(
+        objective, SPACE, algo=tpe.suggest, max_evals=3, points_to_evaluate=start,
+        rstate=np.random.default_rng(10), show_progressbar=False,
+    )
     [parent], children = runs_of(experiment)
     first = next(c for c in children if c.info.run_name == "trial-0")
-    assert (first.data.params["model.type"], first.data.params["model.depth"], first.data.params["learning_rate"]) == ("forest", "3.0", "0.05")
+    params = first.data.params
+    assert (params["model.type"], params["model.depth"], params["learning_rate"]) == ("forest", "3.0", "0.05")
     assert parent.data.params["points_to_evaluate"] == "1"
 
 
 def test_early_stop_and_loss_threshold_are_named_as_the_reason(experiment):
     from hyperopt.early_stop import no_progress_loss
 
-    fmin(lambda p: 1.0, SPACE, algo=tpe.suggest, max_evals=50, early_stop_fn=no_progress_loss(3), rstate=np.random.default_rng(11), show_progressbar=False)
-    fmin(objective, SPACE, algo=tpe.suggest, max_evals=50, loss_threshold=10.0, rstate=np.random.default_rng(12), show_progressbar=False)
+    fmin(
+        lambda p: 1.0, SPACE, algo=tpe.suggest, max_evals=50, early_stop_fn=no_progress_loss(3),
+        rstate=np.random.default_rng(11), show_progressbar=False,
+    )
+    fmin(
+        objective, SPACE, algo=tpe.suggest, max_evals=50, loss_threshold=10.0,
+        rstate=np.random.default_rng(12), show_progressbar=False,
+    )
     early, threshold = runs_of(experiment)[0]
     assert early.data.tags["hyperopt.stop_reason"] == "early_stop_fn"
     assert early.data.params["early_stop_fn"].startswith("no_progress_loss")
@@ -324,7 +340,9 @@ def test_an_objective_given_expr_memo_ctrl_gets_its_params_from_the_space(experi
 
 def test_autologging_changes_no_result(experiment):
     def search(**extra):
-        return fmin(objective, SPACE, algo=tpe.suggest, max_evals=6, rstate=np.random.default_rng(15), show_progressbar=False, **extra)
+        return fmin(
+            objective, SPACE, algo=tpe.suggest, max_evals=6, rstate=np.random.default_rng(15), show_progressbar=False, **extra
+        )
 
     logged = (search(), search(return_argmin=False))
     team_hyperopt.autolog(disable=True)
@@ -358,7 +376,10 @@ def test_mlflow_team_autolog_turns_on_mlflow_autolog_and_hyperopt_together(exper
         model = sklearn.Ridge(alpha=point["alpha"]).fit(features, features[:, 0] * 2)
         return -model.score(features, features[:, 0] * 2)
 
-    fmin(fit, {"alpha": hp.uniform("alpha", 0.1, 1.0)}, algo=tpe.suggest, max_evals=2, rstate=np.random.default_rng(18), show_progressbar=False)
+    fmin(
+        fit, {"alpha": hp.uniform("alpha", 0.1, 1.0)}, algo=tpe.suggest, max_evals=2, rstate=np.random.default_rng(18),
+        show_progressbar=False,
+    )
     [parent], children = runs_of(experiment)
     assert len(children) == 2
     assert all("training_score" in c.data.metrics for c in children)  # sklearn's autologging
@@ -398,7 +419,10 @@ class ThreadedTrials(Trials):
 
 def test_trials_evaluated_in_other_threads_nest_under_the_parent(experiment):
     trials = ThreadedTrials()
-    fmin(objective, SPACE, algo=tpe.suggest, max_evals=4, max_queue_len=4, trials=trials, rstate=np.random.default_rng(19), show_progressbar=False)
+    fmin(
+        objective, SPACE, algo=tpe.suggest, max_evals=4, max_queue_len=4, trials=trials, rstate=np.random.default_rng(19),
+        show_progressbar=False,
+    )
     trials.pool.shutdown()
     [parent], children = runs_of(experiment)
     assert trials.threads and threading.main_thread().name not in trials.threads
@@ -493,7 +517,10 @@ import sys; assert "hyperopt" not in sys.modules
 from hyperopt import fmin, hp, tpe
 mlflow.set_tracking_uri({database!r})
 mlflow.set_experiment("hyperopt/before-import")
-fmin(lambda x: x ** 2, hp.uniform("x", -1, 1), algo=tpe.suggest, max_evals=2, rstate=np.random.default_rng(0), show_progressbar=False)
+fmin(
+    lambda x: x ** 2, hp.uniform("x", -1, 1), algo=tpe.suggest, max_evals=2, rstate=np.random.default_rng(0),
+    show_progressbar=False,
+)
 """
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=120)
     mlflow.set_tracking_uri(database)

@@ -103,7 +103,8 @@ def test_keyring_is_read_relative_to_the_policy_file(tmp_path):
 
 def test_short_key_is_rejected_naming_the_author_not_the_key(tmp_path):
     path = write_policy(tmp_path, 'keyring = "keyring.toml"\n', '[keys]\n"alice@example.com" = "short-secret"\n')
-    with pytest.raises(errors.PolicyFileError, match=r"keyring .*keyring.toml: the key of 'alice@example.com' must be a string of at least 32") as info:
+    expected = r"keyring .*keyring.toml: the key of 'alice@example.com' must be a string of at least 32"
+    with pytest.raises(errors.PolicyFileError, match=expected) as info:
         config.load_policy_file(path)
     assert "short-secret" not in info.value.message
 
