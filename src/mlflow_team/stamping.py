@@ -15,6 +15,7 @@ import time
 
 from mlflow_team import errors, identity, policy, signing
 from mlflow_team.policy import Policy, Stamp
+from mlflow_team.store import compat
 
 _G_ATTR = "_mlflow_team_stamp"
 #: ``create_run`` in this experiment only reports the identity the server accepts: nothing is made.
@@ -50,10 +51,22 @@ def _server_request():
     return flask.request, flask.g
 
 
+def _basic_auth_user(request) -> str | None:
+    """The user MLflow's basic-auth app let in, on minors whose app does not record it in
+    ``flask.g`` (3.12): its before-request hook has checked the credentials of this request."""
+    import flask
+
+    hook = compat.get("mlflow.server.auth:_before_request")
+    hooks = flask.current_app.before_request_funcs.get(None, ())
+    if hook is None or hook not in hooks or request.authorization is None:
+        return None
+    return request.authorization.username or None
+
+
 def _request_stamp(team_policy: Policy, request, g, claimed: str | None) -> Stamp:
     rule = team_policy.identity
     assert rule is not None
-    user = getattr(g, "mlflow_authenticated_user", None)  # set only by MLflow's auth app
+    user = getattr(g, "mlflow_authenticated_user", None) or _basic_auth_user(request)
     if user:
         return Stamp(user, True, "mlflow-auth")
     header_author = request.headers.get(signing.AUTHOR_HEADER)

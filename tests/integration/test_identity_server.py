@@ -53,7 +53,19 @@ def signed_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("auth")
-    env = {"MLFLOW_AUTH_ADMIN_PASSWORD": "admin-pass-1234", "MLFLOW_FLASK_SERVER_SECRET_KEY": "s" * 32}
+    # MLflow's own auth config with the admin password replaced: the file form works on every
+    # supported minor (MLFLOW_AUTH_ADMIN_PASSWORD only from 3.13).
+    from pathlib import Path
+
+    import mlflow.server.auth
+
+    stock = (Path(mlflow.server.auth.__file__).parent / "basic_auth.ini").read_text()
+    config = workdir / "basic_auth.ini"
+    lines = [line for line in stock.splitlines() if not line.startswith(("admin_password", "database_uri"))]
+    lines.insert(1, f"database_uri = sqlite:///{workdir}/basic_auth.db")
+    lines.insert(1, "admin_password = admin-pass-1234")
+    config.write_text("\n".join(lines) + "\n")
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": "s" * 32}
     with mlflow_server(
         f"team+sqlite:///{workdir}/mlflow.db", workdir, env=env, extra=["--app-name", "basic-auth"]
     ) as url:

@@ -137,6 +137,8 @@ INTERNALS: tuple[Internal, ...] = (
     # features: public constructors whose keywords grew over the minors (detected, not required)
     Internal(f"{_STORE}:SqlAlchemyStore.__init__", "features", optional=True),
     Internal(f"{_REGISTRY}:SqlAlchemyStore.__init__", "features", optional=True),
+    # identity: the user MLflow's basic-auth app let in, where its app does not put it in flask.g
+    Internal("mlflow.server.auth:_before_request", "features", optional=True),
     # artifacts: where a trace's archived spans go (3.15+; older MLflow has no archival)
     Internal("mlflow.tracing.otel.otel_archival:TRACE_ARCHIVAL_FILENAME", "artifacts", optional=True),
 )
