@@ -412,3 +412,18 @@ def test_the_store_runs_the_paths_its_probe_allows(db_url, accelerators):
     accelerated = accelerators == "accelerated"
     assert isinstance(store.ManagedSessionMaker, db.ManagedSessions) is accelerated
     assert store._lean_path is (accelerated and db_url.startswith("sqlite"))
+
+
+def test_a_version_given_as_text_works_on_every_database(db_url):
+    """MLflow 3.12 compares the integer column with the text as given, which PostgreSQL through
+    psycopg 3 refuses; the team store hands MLflow the number."""
+    uri = f"team+{db_url}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = unique("contract.text-version")
+    run = client.create_run("0", tags={"team.project": "contract"})
+    client.create_registered_model(name)
+    client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    client.set_registered_model_alias(name, "champion", "1")
+    client.set_model_version_tag(name, "1", "stage", "checked")
+    assert client.get_model_version(name, "1").tags["stage"] == "checked"
+    assert client.get_model_version_by_alias(name, "champion").version in (1, "1")

@@ -101,12 +101,48 @@ class TeamRegistryStoreMixin:
         return super().delete_model_version_tag(name, version, key)
 
 
+def _numeric_versions(cls: type) -> type:
+    """A version given as a string of digits reaches MLflow as an int, as MLflow 3.13+ converts
+    it itself: on older minors, PostgreSQL through psycopg 3 (SQLAlchemy 2.1's default driver)
+    refuses to compare the integer column with a string ("operator does not exist: integer =
+    character varying"), so ``set_registered_model_alias(name, "champion", "1")`` and
+    ``models:/name/1`` fail there with stock MLflow too."""
+    import functools
+    import inspect
+
+    def coerce(method):
+        position = list(inspect.signature(method).parameters).index("version")
+
+        @functools.wraps(method)
+        def wrapper(*args, **kwargs):
+            if "version" in kwargs:
+                kwargs["version"] = _as_int(kwargs["version"])
+            elif len(args) > position:
+                args = (*args[:position], _as_int(args[position]), *args[position + 1:])
+            return method(*args, **kwargs)
+
+        return wrapper
+
+    for name in dir(cls):
+        attr = getattr(cls, name)
+        if not name.startswith("_") and inspect.isfunction(attr):
+            if "version" in inspect.signature(attr).parameters:
+                setattr(cls, name, coerce(attr))
+    return cls
+
+
+def _as_int(version):
+    return int(version) if isinstance(version, str) and version.strip().isdigit() else version
+
+
 @db.retry_public_methods
+@_numeric_versions
 class TeamModelRegistrySqlAlchemyStore(TeamRegistryStoreMixin, SqlAlchemyStore):
     """MLflow's registry ``SqlAlchemyStore`` with the team policy and hardening."""
 
 
 @db.retry_public_methods
+@_numeric_versions
 class TeamWorkspaceAwareModelRegistrySqlAlchemyStore(
     TeamRegistryStoreMixin, WorkspaceAwareSqlAlchemyStore
 ):
