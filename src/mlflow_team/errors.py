@@ -185,6 +185,12 @@ SCHEMA_NEWER_THAN_MLFLOW = (
     "Upgrade MLflow, for example pip install --upgrade \"mlflow>={version}\", to the version "
     "the rest of the team runs; never downgrade the database."
 )
+ARTIFACT_GUARD_UNAVAILABLE = (
+    "The {scheme} artifact repository for {uri!r} was not started: on MLflow {version} "
+    "mlflow-team cannot check artifact downloads ({reason}), so a damaged artifact could be "
+    "returned as good. Install an MLflow release mlflow-team supports ({tested}), or use the "
+    "plain {plain} scheme, which stock MLflow serves without checks."
+)
 GC_GUARD_UNAVAILABLE = (
     "The team store for {uri!r} was not started: its policy protects deletions, and on MLflow "
     "{version} mlflow-team cannot guard `mlflow gc` ({reason}), so gc could delete the files "

@@ -202,3 +202,33 @@ def test_hyperopt_autologging_without_its_internals_leaves_searches_alone(tmp_pa
     assert "x" in best
     assert MlflowClient().search_runs(["0"]) == []
     assert any("hyperopt autologging patches off" in r.getMessage() for r in caplog.records)
+
+
+def test_artifact_repositories_refuse_to_start_where_downloads_would_skip_their_check(tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.artifact_repo import ArtifactRepository
+    from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
+
+    from mlflow_team.artifacts.local import TeamLocalArtifactRepository
+    from mlflow_team.artifacts.s3 import TeamS3ArtifactRepository
+
+    monkeypatch.delattr(S3ArtifactRepository, "_upload_file")  # an S3 hook gone: S3 only
+    with pytest.raises(MlflowException, match=r"team\+s3 artifact repository .* was not started.*_upload_file"):
+        TeamS3ArtifactRepository("team+s3://bucket/prefix")
+    assert TeamLocalArtifactRepository(f"team+file://{tmp_path}").artifact_dir == str(tmp_path)
+
+    compat.reset()
+
+    def download_artifacts(self, artifact_path, dst_path=None):  # a new MLflow fetching otherwise
+        return dst_path
+
+    monkeypatch.setattr(ArtifactRepository, "download_artifacts", download_artifacts)
+    with pytest.raises(MlflowException, match=r"team\+file artifact repository .* no longer downloads through"):
+        TeamLocalArtifactRepository(f"team+file://{tmp_path}")
+
+
+def test_artifact_guard_message_names_the_plain_scheme():
+    text = errors.ARTIFACT_GUARD_UNAVAILABLE.format(
+        scheme="team+s3", uri="team+s3://b/p", version="3.99", reason="gone", tested="3.12 to 3.17", plain="s3"
+    )
+    assert "plain s3 scheme" in text and "Install an MLflow release" in text

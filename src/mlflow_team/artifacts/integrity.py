@@ -181,3 +181,23 @@ def run_all(function, items, workers: int) -> None:
                 failure = failure or exc
         if failure is not None:
             raise failure
+
+
+def require_download_checks(scheme: str, uri: str) -> None:
+    """Refuse to build a team repository where MLflow would bypass its download checks."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    from mlflow_team.store import compat
+
+    reason = compat.require("s3" if scheme == "team+s3" else "artifacts")
+    if reason is None:
+        return
+    lo, hi = compat.TESTED_MINORS[0], compat.TESTED_MINORS[-1]
+    raise MlflowException(
+        errors.ARTIFACT_GUARD_UNAVAILABLE.format(
+            scheme=scheme, uri=uri, version="%d.%d" % compat.probe().version, reason=reason,
+            tested=f"{lo[0]}.{lo[1]} to {hi[0]}.{hi[1]}", plain=scheme.removeprefix("team+"),
+        ),
+        INVALID_PARAMETER_VALUE,
+    )

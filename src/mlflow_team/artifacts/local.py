@@ -40,6 +40,7 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
         registry_uri: str | None = None,
         **kwargs,
     ) -> None:
+        integrity.require_download_checks(SCHEME, artifact_uri)
         super().__init__(to_file_uri(artifact_uri), tracking_uri=tracking_uri, registry_uri=registry_uri)
         # Keep the team+ scheme in the URI MLflow derives child URIs from.
         self.artifact_uri = artifact_uri

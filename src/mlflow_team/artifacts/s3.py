@@ -94,6 +94,7 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         registry_uri: str | None = None,
         **kwargs,
     ) -> None:
+        integrity.require_download_checks(SCHEME, artifact_uri)
         super().__init__(
             artifact_uri,
             access_key_id=access_key_id,

@@ -28,7 +28,7 @@ import inspect
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 _logger = logging.getLogger(__name__)
@@ -60,6 +60,10 @@ GROUPS = {
               "MLflow's ORM paths"),
         Group("gc", "guard", "`mlflow gc` stops before deleting what a registered model needs",
               "the store refuses to start while protected-deletions is on"),
+        Group("artifacts", "guard", "artifact downloads checked against their SHA-256 (team+file, team+s3)",
+              "the team artifact repositories refuse to start"),
+        Group("s3", "guard", "team+s3 uploads carry their checksums, tags and encryption",
+              "team+s3 refuses to start"),
         Group("hyperopt", "client", "hyperopt autologging patches", "autologging off, with a warning"),
         Group("cli", "client", "`mlflow-team doctor` lists MLflow's plugin registries",
               "doctor skips the plugin list"),
@@ -117,7 +121,14 @@ INTERNALS: tuple[Internal, ...] = (
     Internal(f"{_STORE}:SqlAlchemyStore._hard_delete_run", "gc", ("run_id",)),
     Internal(f"{_STORE}:SqlAlchemyStore._hard_delete_experiment", "gc", ("experiment_id",)),
     Internal(f"{_STORE}:SqlAlchemyStore._hard_delete_logged_model", "gc", ("model_id",)),
-    Internal("mlflow.cli:gc", "gc"),
+    # artifacts: the hooks the team repositories override; every download passes _download_file
+    Internal("mlflow.store.artifact.artifact_repo:ArtifactRepository._download_file", "artifacts",
+             ("remote_file_path", "local_path")),
+    Internal("mlflow.store.artifact.s3_artifact_repo:S3ArtifactRepository._get_s3_client", "s3"),
+    Internal("mlflow.store.artifact.s3_artifact_repo:S3ArtifactRepository._upload_file", "s3",
+             ("s3_client", "local_file", "bucket", "key")),
+    Internal("mlflow.store.artifact.s3_artifact_repo:S3ArtifactRepository.parse_s3_compliant_uri", "s3",
+             ("uri",)),
     # hyperopt: MLflow's autologging machinery, used the way its own integrations use it
     Internal("mlflow.utils.autologging_utils.safety:_store_patch", "hyperopt", ("autologging_integration", "patch")),
     Internal("mlflow.utils.autologging_utils.safety:_wrap_patch", "hyperopt", ("destination", "name", "patch_obj")),
@@ -140,7 +151,7 @@ INTERNALS: tuple[Internal, ...] = (
     # identity: the user MLflow's basic-auth app let in, where its app does not put it in flask.g
     Internal("mlflow.server.auth:_before_request", "features", optional=True),
     # artifacts: where a trace's archived spans go (3.15+; older MLflow has no archival)
-    Internal("mlflow.tracing.otel.otel_archival:TRACE_ARCHIVAL_FILENAME", "artifacts", optional=True),
+    Internal("mlflow.tracing.otel.otel_archival:TRACE_ARCHIVAL_FILENAME", "features", optional=True),
 )
 
 #: Tables the lean paths write with plain SQL, and exactly the columns they expect. A column
@@ -241,10 +252,17 @@ def _check_columns(expected: dict, exact: bool) -> list[str]:
 
 def _check_gc_source() -> list[str]:
     """`mlflow gc` must delete through the private methods the store guards, and only those."""
+    # Read from the file: importing mlflow.cli (the whole CLI) would cost a second.
     try:
-        source = inspect.getsource(importlib.import_module("mlflow.cli"))
-    except (OSError, TypeError, ImportError) as exc:
+        from importlib.util import find_spec
+
+        spec = find_spec("mlflow.cli")
+        with open(spec.origin, encoding="utf-8") as file:  # type: ignore[union-attr, arg-type]
+            source = file.read()
+    except (OSError, TypeError, ImportError, AttributeError) as exc:
         return [f"the source of `mlflow gc` cannot be read ({exc})"]
+    if not re.search(r"^def gc\(", source, re.MULTILINE):
+        return ["`mlflow gc` is no longer defined where mlflow-team reads it (mlflow/cli)"]
     called = set(re.findall(r"backend_store\.(_\w+)\(", source))
     problems = []
     unguarded = sorted(called - GC_GUARDED)
@@ -254,6 +272,26 @@ def _check_gc_source() -> list[str]:
         if needed not in called:
             problems.append(f"`mlflow gc` no longer calls {needed}, the method the team store guards")
     return problems
+
+
+def _check_download_path() -> list[str]:
+    """MLflow's ``download_artifacts`` must fetch every file through ``_download_file``, the hook
+    where the team repositories check digests."""
+    try:
+        from mlflow.store.artifact.artifact_repo import ArtifactRepository
+
+        source = inspect.getsource(ArtifactRepository.download_artifacts)
+    except (OSError, TypeError, ImportError) as exc:
+        return [f"the source of ArtifactRepository.download_artifacts cannot be read ({exc})"]
+    if "self._download_file" not in source:
+        return ["ArtifactRepository.download_artifacts no longer downloads through _download_file"]
+    return []
+
+
+def require(group: str) -> str | None:
+    """For a guard: None when its probe passed, else the reasons, for the refusal's message."""
+    result = probe()
+    return None if result.ok(group) else "; ".join(result.reasons(group))
 
 
 def mlflow_version() -> tuple[int, int]:
@@ -276,15 +314,40 @@ def _has_dist(name: str) -> bool:
 # --- the probe ---------------------------------------------------------------------------------
 
 
-@dataclass
 class Probe:
-    version: tuple[int, int]
-    failures: dict[str, list[str]] = field(default_factory=dict)  # group -> reasons
+    """The probe's findings, group by group. A group is checked the first time it is asked
+    about (a client that only logs artifacts never imports what gc or hyperopt need)."""
+
+    #: What a group needs besides its own internals.
+    NEEDS = {"sessions": ("engine",), "lean": ("sessions",), "schema": ("engine",), "s3": ("artifacts",)}
+
+    def __init__(self, version: tuple[int, int]) -> None:
+        self.version = version
+        self._failures: dict[str, list[str]] = {}
+        self._disabled = _disabled()
+
+    @property
+    def failures(self) -> dict[str, list[str]]:
+        """group -> reasons, for every group that failed (checks every group)."""
+        return {name: self.reasons(name) for name in GROUPS if self.reasons(name)}
 
     def ok(self, group: str) -> bool:
+        return not self.reasons(group)
+
+    def reasons(self, group: str) -> list[str]:
         if group not in GROUPS:
             raise KeyError(group)
-        return not self.failures.get(group)
+        if group not in self._failures:
+            self._failures[group] = self._check(group)
+        return self._failures[group]
+
+    def _check(self, group: str) -> list[str]:
+        problems = [p for p in map(_check_internal, _GROUP_INTERNALS.get(group, ())) if p]
+        problems += _EXTRA_CHECKS.get(group, lambda _version: [])(self.version)
+        problems += [f"needs the {need} group" for need in self.NEEDS.get(group, ()) if not self.ok(need)]
+        if group in self._disabled:
+            problems.append(f"switched off by {DISABLE_ENV}")
+        return problems
 
 
 def _disabled() -> set[str]:
@@ -293,35 +356,31 @@ def _disabled() -> set[str]:
     return set(GROUPS) if "all" in names else names
 
 
-def _run_probe() -> Probe:
-    result = Probe(mlflow_version())
-    checks: dict[str, Callable[[], list[str]]] = {}
-    for internal in INTERNALS:
-        problem = _check_internal(internal)
-        if problem and internal.group in GROUPS:
-            result.failures.setdefault(internal.group, []).append(problem)
-    checks["lean"] = lambda: _check_columns(LEAN_COLUMNS, exact=True)
-    checks["gc"] = lambda: _check_columns(LINK_COLUMNS, exact=False) + _check_gc_source()
-    for group, check in checks.items():
-        problems = check()
-        if problems:
-            result.failures.setdefault(group, []).extend(problems)
+def _lean_checks(version: tuple[int, int]) -> list[str]:
+    problems = _check_columns(LEAN_COLUMNS, exact=True)
     # The lean paths re-implement stock semantics: a minor nobody has run the contract suite on
     # may have changed what they must do without renaming anything.
     newest = TESTED_MINORS[-1]
-    if result.version > newest:
-        result.failures.setdefault("lean", []).append(
-            f"MLflow {result.version[0]}.{result.version[1]} is newer than the newest tested "
+    if version > newest:
+        problems.append(
+            f"MLflow {version[0]}.{version[1]} is newer than the newest tested "
             f"({newest[0]}.{newest[1]}) and the lean paths repeat stock's semantics"
         )
-    # Without the team engine, the team sessions have no BEGIN IMMEDIATE or savepoints to use.
-    if result.failures.get("engine"):
-        result.failures.setdefault("sessions", []).append("needs the engine group")
-    if result.failures.get("sessions"):
-        result.failures.setdefault("lean", []).append("needs the sessions group")
-    for group in _disabled() & set(GROUPS):
-        result.failures.setdefault(group, []).append(f"switched off by {DISABLE_ENV}")
-    return result
+    return problems
+
+
+_GROUP_INTERNALS: dict[str, list[Internal]] = {}
+for _internal in INTERNALS:
+    _GROUP_INTERNALS.setdefault(_internal.group, []).append(_internal)
+_EXTRA_CHECKS: dict[str, Callable[[tuple[int, int]], list[str]]] = {
+    "lean": _lean_checks,
+    "gc": lambda _version: _check_columns(LINK_COLUMNS, exact=False) + _check_gc_source(),
+    "artifacts": lambda _version: _check_download_path(),
+}
+
+
+def _run_probe() -> Probe:
+    return Probe(mlflow_version())
 
 
 _PROBE: Probe | None = None
@@ -353,7 +412,7 @@ def use(group: str) -> bool:
         info = GROUPS[group]
         _logger.warning(
             "mlflow-team: %s off on MLflow %d.%d (%s); using %s instead: slower, same results.",
-            info.buys, *result.version, "; ".join(result.failures[group]), info.fallback,
+            info.buys, *result.version, "; ".join(result.reasons(group)), info.fallback,
         )
     return False
 
@@ -363,7 +422,7 @@ def report() -> list[tuple[str, str, bool, str]]:
     result = probe()
     return [
         (name, group.kind, result.ok(name),
-         group.buys if result.ok(name) else "; ".join(result.failures[name]))
+         group.buys if result.ok(name) else "; ".join(result.reasons(name)))
         for name, group in GROUPS.items()
     ]
 

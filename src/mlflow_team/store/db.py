@@ -115,7 +115,7 @@ def prepare(url: str, team_uri: str, policy: Any) -> bool:
         raise errors.TeamStoreConfigError(
             errors.GC_GUARD_UNAVAILABLE.format(
                 uri=redact.mask_url(team_uri), version="%d.%d" % result.version,
-                reason="; ".join(result.failures["gc"]),
+                reason="; ".join(result.reasons("gc")),
                 tested=f"{lo[0]}.{lo[1]} to {hi[0]}.{hi[1]}",
             )
         )
