@@ -191,6 +191,11 @@ ARTIFACT_GUARD_UNAVAILABLE = (
     "returned as good. Install an MLflow release mlflow-team supports ({tested}), or use the "
     "plain {plain} scheme, which stock MLflow serves without checks."
 )
+DATABASE_UNREACHABLE = (
+    "The database behind {uri!r} did not answer after MLflow's retries ({reason}). Check that "
+    "its server is up and that the host, port, database name, user and password in the URL are "
+    "right; `mlflow-team doctor --tracking-uri URL` checks it without creating anything."
+)
 GC_GUARD_UNAVAILABLE = (
     "The team store for {uri!r} was not started: its policy protects deletions, and on MLflow "
     "{version} mlflow-team cannot guard `mlflow gc` ({reason}), so gc could delete the files "

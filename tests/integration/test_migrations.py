@@ -62,3 +62,16 @@ def test_db_upgrade_rejects_an_unknown_scheme():
     result = CliRunner().invoke(cli, ["db", "upgrade", "team+nosuchdb://x"])
     assert result.exit_code != 0
     assert "Tracking URI 'team+nosuchdb://x' was rejected: mlflow-team supports team+sqlite" in result.output
+
+
+def test_store_on_a_schema_newer_than_mlflow_says_upgrade_mlflow(old_database):
+    """A colleague's newer MLflow migrated the database: downgrading it is never the answer."""
+    from mlflow.store.db.utils import create_sqlalchemy_engine
+    from sqlalchemy import text
+
+    engine = create_sqlalchemy_engine(old_database)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'f00dfeedbeef'"))
+    engine.dispose()
+    with pytest.raises(errors.TeamStoreConfigError, match=r"newer MLflow schema \(revision f00dfeedbeef\).*Upgrade MLflow"):
+        TeamSqlAlchemyStore(f"team+{old_database}")

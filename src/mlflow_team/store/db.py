@@ -120,7 +120,13 @@ def prepare(url: str, team_uri: str, policy: Any) -> bool:
             )
         )
     if compat.use("engine") and compat.use("schema"):
-        ensure_schema(url, team_uri)
+        try:
+            ensure_schema(url, team_uri)
+        except sqlalchemy.exc.OperationalError as exc:  # no server, no database, bad login
+            reason = redact.mask_secrets(str(exc.orig or exc).strip().splitlines()[0], url)
+            raise errors.TeamStoreConfigError(
+                errors.DATABASE_UNREACHABLE.format(uri=redact.mask_url(team_uri), reason=reason)
+            ) from None
     # An in-memory database lives in one connection: MLflow's own engine and sessions serve it.
     return in_memory(url) is False and compat.use("sessions")
 
