@@ -303,3 +303,27 @@ def test_workspace_mode_uses_the_workspace_aware_stores(tmp_path, monkeypatch, p
             store.create_experiment("No Good")
         experiment_id = store.create_experiment("vision/workspaces")
         assert store.get_experiment(experiment_id).workspace == "default"
+
+
+def test_an_in_memory_database_works_as_stock_in_memory_does(policy_file):
+    """`team+sqlite:///:memory:` is one database per process, as `sqlite:///:memory:` is, with
+    the policy in force (MLflow's own engine and sessions serve it)."""
+    uri = "team+sqlite:///:memory:"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment_id = client.create_experiment("vision/in-memory")
+    run = client.create_run(experiment_id, tags={"team.project": "memory"})
+    client.log_batch(run.info.run_id, metrics=[Metric("rmse", 5.5, 0, 0)], params=[Param("alpha", "0.1")])
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model("vision.in-memory")
+    client.create_model_version("vision.in-memory", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    client.set_registered_model_alias("vision.in-memory", "champion", 1)
+
+    again = MlflowClient(tracking_uri=uri, registry_uri=uri)  # the same database, as with stock
+    found = again.search_runs([experiment_id])
+    assert [(r.data.metrics, r.data.params, r.info.status) for r in found] == [
+        ({"rmse": 5.5}, {"alpha": "0.1"}, "FINISHED")
+    ]
+    assert found[0].data.tags["team.author"]
+    assert str(again.get_model_version_by_alias("vision.in-memory", "champion").version) == "1"
+    with pytest.raises(MlflowException, match=r"\[rule: experiment-name\]"):
+        client.create_experiment("Not A Team Name")
