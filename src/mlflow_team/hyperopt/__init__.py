@@ -7,6 +7,9 @@ Built on MLflow's autologging framework (``autologging_integration``, ``safe_pat
 user's own exceptions pass through untouched, a failure of the integration becomes a warning
 (an exception under ``MLFLOW_AUTOLOGGING_TESTING``), ``autolog(disable=True)`` turns it off.
 It can be called before or after ``import hyperopt``.
+
+An objective that opens its own run (``with mlflow.start_run():``, as written before autologging)
+gets the trial's run, and ``start_run(nested=True)`` a child of it (``runs``).
 """
 
 from __future__ import annotations
@@ -54,10 +57,11 @@ def _patch(hyperopt_module) -> None:
         from hyperopt.fmin import FMinIter
         from mlflow.utils.autologging_utils import safe_patch
 
-        from mlflow_team.hyperopt import search
+        from mlflow_team.hyperopt import runs, search
 
         safe_patch(FLAVOR_NAME, FMinIter, "exhaust", search.exhaust)
         _patch_trials(Domain)
+        runs.install(FLAVOR_NAME)  # an objective's own mlflow.start_run() during a trial
     except Exception as exc:
         import logging
 

@@ -1,7 +1,8 @@
 """One hyperopt trial as a nested MLflow run (the patch of ``hyperopt.base.Domain.evaluate``).
 
 The trial's run is the active run while the objective runs, so the user's own ``mlflow.log_*``
-calls and MLflow's framework autologging land in it. Its params and results go in one
+calls and MLflow's framework autologging land in it, as does an objective's own ``mlflow.start_run()``
+(``runs``: the trial's run itself, which only the trial ends). Its params and results go in one
 ``log_batch`` after the objective returns: logged first, they would clash with an autologger
 that logs the same names with other spellings (``4`` against hyperopt's ``4.0``), which MLflow
 refuses; where such a clash happens anyway, the value already on the run stays.
@@ -15,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from mlflow_team.hyperopt import space
+from mlflow_team.hyperopt import runs, space
 
 _logger = logging.getLogger(__name__)
 
@@ -81,14 +82,25 @@ def evaluate(original, domain, config, ctrl, *args, **kwargs):
     exception under ``MLFLOW_AUTOLOGGING_TESTING``) and the trial runs as it would without it.
     """
     search: SearchContext | None = getattr(domain, PARENT_ATTRIBUTE, None)
-    if search is None or not search.log_trial_runs:
+    if search is None:
         return original(domain, config, ctrl, *args, **kwargs)
+    if not search.log_trial_runs:  # no trial run: the objective's own runs nest under the parent
+        try:
+            previous = runs.enter(None, search, _client(search.tracking_uri))
+        except Exception as exc:
+            _report(exc)
+            return original(domain, config, ctrl, *args, **kwargs)
+        try:
+            return original(domain, config, ctrl, *args, **kwargs)
+        finally:
+            runs.leave(previous)
 
     session = _session()
     session_state = getattr(session, "state", None)
     try:
         client = _client(search.tracking_uri)
         run = _start(client, search, ctrl)
+        previous = runs.enter(run.info.run_id, search, client)
     except Exception as exc:
         _report(exc)
         return original(domain, config, ctrl, *args, **kwargs)
@@ -97,11 +109,13 @@ def evaluate(original, domain, config, ctrl, *args, **kwargs):
     try:
         result = original(domain, config, ctrl, *args, **kwargs)
     except BaseException as exc:
+        runs.leave(previous)
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         duration, error = time.perf_counter() - started, exc
         _guarded(lambda: _end(client, search, run, domain, config, None, duration, error, status))
         _restore(session, session_state)
         raise
+    runs.leave(previous)
     _guarded(lambda: _end(client, search, run, domain, config, result, time.perf_counter() - started, None, "FINISHED"))
     _restore(session, session_state)
     return result
