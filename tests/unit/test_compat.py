@@ -160,19 +160,21 @@ def _gc_scenario(tmp_path):
 
     weights = Path(local_file_uri_to_path(run.info.artifact_uri.removeprefix("team+"))) / "model" / "weights.txt"
     assert weights.exists()
-    return uri, weights
+    return uri, weights, run.info.run_id
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("disabled", "expected"),
     [
-        ("engine,sessions,schema,lean", "cannot be deleted"),  # MLflow's own paths: still guarded
+        ("", "Run '{run_id}' cannot be deleted"),  # mlflow gc stops before deleting any file
+        ("engine,sessions,schema,lean", "Run '{run_id}' cannot be deleted"),  # MLflow's own paths: still guarded
         ("gc", "cannot guard `mlflow gc`"),  # no guard: the store does not start
     ],
 )
 def test_a_protected_gc_is_refused_whatever_the_probe_says(tmp_path, policy_file, disabled, expected):
-    uri, weights = _gc_scenario(tmp_path)
+    """`mlflow gc` would hard-delete a deleted run and its files while its version stays."""
+    uri, weights, run_id = _gc_scenario(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", uri],
         capture_output=True, text=True, timeout=180,
@@ -180,7 +182,7 @@ def test_a_protected_gc_is_refused_whatever_the_probe_says(tmp_path, policy_file
              compat.DISABLE_ENV: disabled},
     )
     assert result.returncode != 0
-    assert expected in result.stderr
+    assert expected.format(run_id=run_id) in result.stderr
     assert weights.exists()
 
 

@@ -13,7 +13,6 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
-from mlflow_team.policy import Policy
 from mlflow_team.store.tracking import TeamSqlAlchemyStore
 
 
@@ -233,38 +232,6 @@ def test_logged_model_backing_a_version_cannot_be_deleted(client, experiment_id)
     client.create_model_version("vision.logged", f"models:/{model.model_id}", run_id=run_id, model_id=model.model_id)
     with pytest.raises(MlflowException, match=rf"Logged model '{model.model_id}' cannot be deleted"):
         client.delete_logged_model(model.model_id)
-
-
-def test_gc_refuses_before_deleting_files_of_a_registered_run(tmp_path, policy_file):
-    """`mlflow gc` would hard-delete a deleted run and its files while its version stays."""
-    import os
-    import subprocess
-    import sys
-
-    uri = f"team+sqlite:///{tmp_path}/gc.db"
-    lax = TeamSqlAlchemyStore(uri, team_policy=Policy())  # how a database looks from before the rule
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    experiment_id = client.create_experiment("vision/gc")
-    run = client.create_run(experiment_id, tags={"team.project": "p"})
-    client.log_text(run.info.run_id, "weights", "model/weights.txt")
-    client.create_registered_model("vision.gc")
-    client.create_model_version("vision.gc", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
-    lax.delete_run(run.info.run_id)
-
-    result = subprocess.run(
-        [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", uri],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "MLFLOW_TEAM_POLICY": str(policy_file), "MLFLOW_TRACKING_URI": uri},
-        timeout=120,
-    )
-    assert result.returncode != 0
-    assert f"Run '{run.info.run_id}' cannot be deleted" in result.stderr
-    from mlflow.utils.file_utils import local_file_uri_to_path
-
-    artifact_dir = local_file_uri_to_path(run.info.artifact_uri.removeprefix("team+"))
-    assert os.path.exists(os.path.join(artifact_dir, "model", "weights.txt"))
-    assert lax.get_run(run.info.run_id).info.lifecycle_stage == "deleted"
 
 
 def test_read_replica_serves_reads(tmp_path, monkeypatch):

@@ -131,6 +131,38 @@ def prepare(url: str, team_uri: str, policy: Any) -> bool:
     return in_memory(url) is False and compat.use("sessions")
 
 
+class TeamStoreHooks:
+    """What the tracking and registry stores share: the policy, the start-up checks, and the two
+    MLflow hooks (named in :mod:`compat`) through which the team engine and sessions go in."""
+
+    policy: Any
+    team_uri: str
+    _team_sessions: bool
+
+    def _team_prepare(self, store_uri: str, team_policy: Any) -> str:
+        """Before MLflow's constructor: the policy, the checks of :func:`prepare`; the plain URL."""
+        from mlflow_team import config
+
+        self.team_uri = uri.team_uri(store_uri)
+        url = uri.db_url(self.team_uri)
+        self.policy = team_policy if team_policy is not None else config.load_policy()
+        self._team_sessions = prepare(url, self.team_uri, self.policy)
+        return url
+
+    @classmethod
+    def _get_or_create_engine(cls, db_uri: str):
+        return get_engine(db_uri) if hardened(db_uri) else super()._get_or_create_engine(db_uri)  # type: ignore[misc]
+
+    def _initialize_store_state(self):
+        # MLflow calls this at the end of its __init__, once the engines exist. Our sessions
+        # must be in place before it: MLflow's own session maker would set its pragmas
+        # (a 20 s busy timeout among them) on a pooled connection of our engine.
+        if self._team_sessions:
+            engine, read_engine = self.engine, getattr(self, "read_engine", None)  # type: ignore[attr-defined]
+            self.ManagedSessionMaker = ManagedSessions(engine, read_engine)
+        super()._initialize_store_state()  # type: ignore[misc]
+
+
 def hardened(url: str) -> bool:
     """Whether the store gets mlflow-team's engine for ``url`` (MLflow's own serves in-memory)."""
     return not in_memory(url) and compat.use("engine")

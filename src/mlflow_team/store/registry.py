@@ -8,18 +8,15 @@ from mlflow.entities.model_registry import ModelVersionTag
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.model_registry.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
-from mlflow_team import config, policy, stamping
+from mlflow_team import policy, stamping
 from mlflow_team.policy import Policy
 from mlflow_team.store import db, links, uri
 
 _REGISTRY_INIT = "mlflow.store.model_registry.sqlalchemy_store:SqlAlchemyStore.__init__"
 
 
-class TeamRegistryStoreMixin:
+class TeamRegistryStoreMixin(db.TeamStoreHooks):
     """Policy and hardening on top of a SQLAlchemy model-registry store class."""
-
-    policy: Policy
-    team_uri: str
 
     def __init__(
         self,
@@ -29,23 +26,8 @@ class TeamRegistryStoreMixin:
         team_policy: Policy | None = None,
         **kwargs: Any,
     ):
-        self.team_uri = uri.team_uri(store_uri)
-        url = uri.db_url(self.team_uri)
-        self.policy = team_policy if team_policy is not None else config.load_policy()
-        self._team_sessions = db.prepare(url, self.team_uri, self.policy)
+        url = self._team_prepare(store_uri, team_policy)
         super().__init__(url, **db.replica_kwargs(_REGISTRY_INIT, read_db_uri))  # type: ignore[call-arg]
-
-    @classmethod
-    def _get_or_create_engine(cls, db_uri: str):
-        return db.get_engine(db_uri) if db.hardened(db_uri) else super()._get_or_create_engine(db_uri)
-
-    def _initialize_store_state(self):
-        # MLflow calls this at the end of its __init__, once the engines exist. Our sessions
-        # must be in place before it: MLflow's own session maker would set its pragmas
-        # (a 20 s busy timeout among them) on a pooled connection of our engine.
-        if self._team_sessions:
-            self.ManagedSessionMaker = db.ManagedSessions(self.engine, getattr(self, "read_engine", None))
-        super()._initialize_store_state()
 
     def create_registered_model(self, name, *args, **kwargs):
         policy.check_registered_model_name(self.policy, name)
