@@ -8,6 +8,7 @@ failure.
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -198,3 +199,40 @@ def db_url(request):
 def unique(prefix: str) -> str:
     """A name no other test uses, valid under every rule's pattern."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# --- stock MLflow without mlflow-team, for the colleagues who do not install it ---------------
+
+STOCK_PYTHON_ENV = "MLFLOW_TEAM_STOCK_PYTHON"
+
+
+def stock_env() -> dict[str, str]:
+    """This environment without MLflow's settings or a PYTHONPATH that could reach this checkout."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k != "PYTHONPATH"}
+
+
+@pytest.fixture(scope="session")
+def stock_python() -> str:
+    """A python with stock MLflow, of this MLflow's version, and without mlflow-team."""
+    import mlflow
+
+    python = os.environ.get(STOCK_PYTHON_ENV, "").strip()
+    if not python:
+        reason = (f"{STOCK_PYTHON_ENV} is not set: point it at the python of a virtual environment with "
+                  f"mlflow=={mlflow.__version__}, psycopg2-binary, pymysql, scikit-learn and without mlflow-team")
+        if in_ci():
+            pytest.fail(f"{reason}; under CI=true this is a failure, not a skip")
+        pytest.skip(reason)
+    probe = subprocess.run(
+        [python, "-c", "import importlib.metadata as m; print(m.version('mlflow')); import mlflow_team"],
+        capture_output=True, text=True, env=stock_env(), timeout=60,
+    )
+    version = probe.stdout.strip()
+    assert version == mlflow.__version__, (
+        f"{STOCK_PYTHON_ENV}={python} has mlflow {version!r}, this environment {mlflow.__version__}; "
+        f"they must match (a schema newer or older than the stock MLflow is refused). {probe.stderr[-500:]}"
+    )
+    assert probe.returncode != 0 and "No module named 'mlflow_team'" in probe.stderr, (
+        f"{STOCK_PYTHON_ENV}={python} can import mlflow_team: it must be stock MLflow alone"
+    )
+    return python

@@ -59,11 +59,6 @@ UNSIGNED_REJECTED = (
     "key, for example: export MLFLOW_TEAM_AUTHOR_KEY=<your key> MLFLOW_TRACKING_AUTH=team "
     "(`mlflow-team identity --server URL` checks the set-up). [rule: identity]"
 )
-NO_AUTHOR = (
-    "The request was rejected: it names no author (no author header and no mlflow.user). "
-    "Install mlflow-team on the client (pip install mlflow-team), which sends the author, or set "
-    "MLFLOW_TEAM_AUTHOR=you@example.com. [rule: identity]"
-)
 SIGNATURE_STALE = (
     "The author signature for {author!r} was rejected: it was made {age} s away from the "
     "server's clock, and the server accepts {skew} s. A replayed request looks like this too. "

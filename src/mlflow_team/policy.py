@@ -224,6 +224,10 @@ def stamp_new_tags(policy: Policy, stamp: Stamp | None, tags: Mapping[str, str])
     return {**tags, **stamped}
 
 
+#: The author stamped when the server has no login, no signature and no claim to go on.
+UNKNOWN_AUTHOR = "unknown"
+
+
 def unsigned_stamp(policy: Policy, header_author: str | None, claimed: str | None) -> Stamp:
     """Server side, when neither MLflow's auth nor a signature named the author."""
     rule = policy.identity
@@ -236,7 +240,9 @@ def unsigned_stamp(policy: Policy, header_author: str | None, claimed: str | Non
         return Stamp(header_author, False, "header")
     if claimed:
         return Stamp(claimed, False, "client-claim")
-    raise errors.IdentityRejected(errors.NO_AUTHOR)
+    # A client that says nothing (stock MLflow registering a version, a REST call from another
+    # language) is still served, as a stock server would; `allow-unsigned = false` refuses it.
+    return Stamp(UNKNOWN_AUTHOR, False, "none")
 
 
 # --- lossless values -------------------------------------------------------------------------

@@ -8,7 +8,6 @@ artifact and loads ``models:/<name>@champion``.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -24,12 +23,11 @@ from sqlalchemy.pool import NullPool
 from mlflow_team import errors
 from mlflow_team.cli import cli
 from mlflow_team.store.eject import EjectError, eject
-from tests.conftest import _dispose_engines, _mysql_database, _postgres_database, in_ci
+from tests.conftest import _dispose_engines, _mysql_database, _postgres_database, stock_env
 
 MODEL = "eject.model"
 EXPERIMENT = "eject/demo"
 TEXT = "hello from the team store"
-STOCK_PYTHON_ENV = "MLFLOW_TEAM_STOCK_PYTHON"
 
 #: (table, column, extra condition): where MLflow keeps artifact locations, read independently of
 #: the module under test.
@@ -343,40 +341,11 @@ print(json.dumps({{
 """.format(experiment=EXPERIMENT, model=MODEL)
 
 
-@pytest.fixture(scope="session")
-def stock_python() -> str:
-    """A python with stock MLflow, of this MLflow's version, and without mlflow-team."""
-    python = os.environ.get(STOCK_PYTHON_ENV, "").strip()
-    if not python:
-        reason = (f"{STOCK_PYTHON_ENV} is not set: point it at the python of a virtual environment with "
-                  f"mlflow=={mlflow.__version__}, psycopg2-binary, pymysql, scikit-learn and without mlflow-team")
-        if in_ci():
-            pytest.fail(f"{reason}; under CI=true this is a failure, not a skip")
-        pytest.skip(reason)
-    probe = subprocess.run(
-        [python, "-c", "import importlib.metadata as m; print(m.version('mlflow')); import mlflow_team"],
-        capture_output=True, text=True, env=_stock_env(), timeout=60,
-    )
-    version = probe.stdout.strip()
-    assert version == mlflow.__version__, (
-        f"{STOCK_PYTHON_ENV}={python} has mlflow {version!r}, this environment {mlflow.__version__}; "
-        f"they must match (a schema newer or older than the stock MLflow is refused). {probe.stderr[-500:]}"
-    )
-    assert probe.returncode != 0 and "No module named 'mlflow_team'" in probe.stderr, (
-        f"{STOCK_PYTHON_ENV}={python} can import mlflow_team: it must be stock MLflow alone"
-    )
-    return python
-
-
-def _stock_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k != "PYTHONPATH"}
-
-
 def _read_with_stock(python: str, uri: str, cwd: Path) -> subprocess.CompletedProcess:
     script = cwd / "stock_reader.py"
     script.write_text(STOCK_READER)
     return subprocess.run([python, str(script), uri], capture_output=True, text=True, cwd=cwd,
-                          env=_stock_env(), timeout=300)
+                          env=stock_env(), timeout=300)
 
 
 @pytest.mark.slow
