@@ -163,7 +163,9 @@ def _check_store(tracking_uri: str) -> bool:
         store.search_experiments(max_results=1)
     except Exception as exc:
         message = getattr(exc, "message", None) or str(exc)
-        click.echo(redact.mask_secrets(f"  [ERROR] {shown}: {type(exc).__name__}: {message}", tracking_uri))
+        # mlflow-team's own messages say what to do; a Python class name adds nothing to them.
+        kind = "" if isinstance(exc, errors.TeamStoreConfigError) else f"{type(exc).__name__}: "
+        click.echo(redact.mask_secrets(f"  [ERROR] {shown}: {kind}{message}", tracking_uri))
         return False
     elapsed_ms = (time.perf_counter() - started) * 1000
     click.echo(f"  [ok] {shown} answers ({type(store).__name__}, {elapsed_ms:.0f} ms)")

@@ -29,6 +29,10 @@ def file_artifact_repository(artifact_uri: str, **kwargs: Any):
 
 
 def s3_artifact_repository(artifact_uri: str, **kwargs: Any):
+    from mlflow_team import extras, redact
+
+    # At construction, not at the first upload: a missing boto3 names the extra that installs it.
+    extras.require("boto3", f"The artifact repository for {redact.mask_url(artifact_uri)!r}")
     from mlflow_team.artifacts.s3 import TeamS3ArtifactRepository
 
     return TeamS3ArtifactRepository(artifact_uri, **kwargs)

@@ -166,6 +166,16 @@ POLICY_ENV_MISSING = (
     "for example MLFLOW_TEAM_POLICY=./mlflow-team.toml, or unset it to use the defaults."
 )
 
+#: A missing optional dependency (:mod:`mlflow_team.extras`): raised by the store, the CLI and
+#: the artifact repositories; DEGRADED is logged instead where mlflow-team must not raise.
+MISSING_DEPENDENCY = (
+    "{needed_for} needs {what}, which is not installed here ({reason}). Install it with: {install}"
+)
+MISSING_DEPENDENCY_DEGRADED = (
+    "{needed_for} needs {what}, which is not installed here ({reason}), so {consequence}. "
+    "Install it with: {install}"
+)
+
 UNSUPPORTED_SCHEME = (
     "Tracking URI {uri!r} was rejected: mlflow-team supports {supported}. Use one of them, for "
     "example 'team+sqlite:///mlflow.db'."
@@ -298,6 +308,15 @@ class TeamStoreConfigError(MlflowException):
 
     def __init__(self, message: str):
         super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+class MissingDependency(TeamStoreConfigError):
+    """An optional dependency that is not installed; the message names the extra that installs it."""
+
+    def __init__(self, message: str, module: str, extra: str):
+        super().__init__(message)
+        self.module = module
+        self.extra = extra
 
 
 class IdentityProbeAnswer(MlflowException):

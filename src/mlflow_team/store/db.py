@@ -31,7 +31,7 @@ import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-from mlflow_team import config, errors, redact
+from mlflow_team import config, errors, extras, redact
 from mlflow_team.store import compat, uri
 
 _logger = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ def _create_engine(url: str) -> sqlalchemy.engine.Engine:
     # this MLflow has it; MLflow's pool settings and SQLite functions either way.
     create = compat.get(f"{_DB}:create_sqlalchemy_engine_with_retry") or create_sqlalchemy_engine
     _make_parent_dirs_if_sqlite(url)
-    engine = create(url)
+    with extras.database_driver(url):  # a missing driver names the extra that installs it
+        engine = create(url)
     if engine.dialect.name == "sqlite":
         _harden_sqlite(engine, config.sqlite_busy_timeout_ms())
         engine.dispose()  # the retrying creation pooled a connection opened before the hooks
@@ -151,7 +152,8 @@ class TeamStoreHooks:
 
     @classmethod
     def _get_or_create_engine(cls, db_uri: str):
-        return get_engine(db_uri) if hardened(db_uri) else super()._get_or_create_engine(db_uri)  # type: ignore[misc]
+        with extras.database_driver(db_uri):
+            return get_engine(db_uri) if hardened(db_uri) else super()._get_or_create_engine(db_uri)  # type: ignore[misc]
 
     def _initialize_store_state(self):
         # MLflow calls this at the end of its __init__, once the engines exist. Our sessions
@@ -269,7 +271,8 @@ def upgrade(url: str) -> tuple[str | None, str]:
         create_sqlalchemy_engine,
     )
 
-    plain = create_sqlalchemy_engine(url)
+    with extras.database_driver(url):
+        plain = create_sqlalchemy_engine(url)
     try:
         if _is_empty_database(plain):  # a new database: create it, as the store would
             _initialize_tables(plain)
