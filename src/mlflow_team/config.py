@@ -4,7 +4,9 @@ Environment variables (read when called, never at import):
 
 ``MLFLOW_TEAM_POLICY``
     Path of the policy file. Unset: ``mlflow-team.toml`` in the working directory if it exists,
-    else built-in defaults that reject nothing.
+    else built-in defaults that reject nothing. Unset, a file there with a near-miss name
+    (``mlflow_team.toml``, ``mlflow-team.yaml``, ``.mlflow-team.toml``, ...) is not read: a
+    warning says so, once per process.
 ``MLFLOW_TEAM_SQLITE_BUSY_TIMEOUT_MS``
     How long a SQLite writer waits for the lock before retrying (default 30000).
 ``MLFLOW_TEAM_LOCK_RETRIES``
@@ -63,6 +65,7 @@ Every rule table also takes ``enabled = false`` to switch its rule off without d
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -175,7 +178,58 @@ def policy_path() -> Path | None:
             )
         return path
     local = Path.cwd() / DEFAULT_POLICY_FILE
-    return local if local.is_file() else None
+    found = local if local.is_file() else None
+    _warn_near_misses(found)
+    return found
+
+
+#: Names (lower case, leading dots and separators ignored) that look like the policy file.
+_NEAR_MISS_STEMS = {"mlflowteam", "mlflowteampolicy"}
+_NEAR_MISS_SUFFIXES = {"toml", "tml", "yaml", "yml", "json", "ini", "cfg", "conf", "txt", "toml.txt"}
+_near_miss_dirs_seen: set[str] = set()
+_logger = logging.getLogger(__name__)
+
+
+def is_near_miss(name: str) -> bool:
+    """Whether a file name looks like the policy file but is not ``mlflow-team.toml``."""
+    stem, _, suffix = name.lower().lstrip(".").partition(".")
+    return (
+        name != DEFAULT_POLICY_FILE
+        and re.sub(r"[-_ .]", "", stem) in _NEAR_MISS_STEMS
+        and suffix in _NEAR_MISS_SUFFIXES
+    )
+
+
+def policy_near_misses(folder: Path, read: Path | None) -> list[Path]:
+    """Files in ``folder`` that look like the policy file and are not ``read``."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        if not is_near_miss(entry.name) or not entry.is_file():
+            continue
+        if read is not None and os.path.samefile(entry.path, read):  # a case-insensitive file system
+            continue
+        found.append(Path(entry.path))
+    return found
+
+
+def _warn_near_misses(read: Path | None) -> None:
+    """Once per working directory and process: log each near-miss name found there."""
+    folder = Path.cwd()
+    if str(folder) in _near_miss_dirs_seen:
+        return
+    _near_miss_dirs_seen.add(str(folder))
+    source = str(read) if read is not None else Policy().source
+    for path in policy_near_misses(folder, read):
+        _logger.warning(
+            "mlflow-team: %s",
+            errors.POLICY_NEAR_MISS.format(
+                found=path.name, cwd=folder, default=DEFAULT_POLICY_FILE, env=POLICY_ENV, source=source, path=path
+            ),
+        )
 
 
 def load_policy() -> Policy:

@@ -166,6 +166,13 @@ POLICY_ENV_MISSING = (
     "for example MLFLOW_TEAM_POLICY=./mlflow-team.toml, or unset it to use the defaults."
 )
 
+#: Logged once per file: a file in the working directory that looks like the policy but is not read.
+POLICY_NEAR_MISS = (
+    "The file {found!r} in {cwd} looks like a policy file but is not read: mlflow-team reads "
+    "{default!r} in the working directory, or the file {env} names, and the policy in force "
+    "comes from {source}. Rename it to {default} (the policy is TOML), or point {env} at it, "
+    "for example: export {env}={path}"
+)
 #: A missing optional dependency (:mod:`mlflow_team.extras`): raised by the store, the CLI and
 #: the artifact repositories; DEGRADED is logged instead where mlflow-team must not raise.
 MISSING_DEPENDENCY = (

@@ -104,3 +104,61 @@ def test_bad_numeric_settings_fail_naming_the_variable(monkeypatch, name):
     monkeypatch.setenv(name, "soon")
     with pytest.raises(errors.TeamStoreConfigError, match=rf"{name}='soon' was rejected: it must be a whole number"):
         config.sqlite_busy_timeout_ms() if "BUSY" in name else config.lock_retries()
+
+
+# --- files that look like the policy file but are not read --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["mlflow_team.toml", "mlflow-team.yaml", "mlflow-team.yml", ".mlflow-team.toml", "mlflow-team.toml.txt",
+     "MLflow-Team.toml", "mlflowteam.toml", "mlflow-team-policy.toml", "mlflow-team.json"],
+)
+def test_names_that_look_like_the_policy_file_are_near_misses(name):
+    assert config.is_near_miss(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["mlflow-team.toml", "mlflow-team.db", "mlflow.db", "pyproject.toml", "mlflow-team-demo", "team.toml"]
+)
+def test_the_policy_file_itself_and_unrelated_files_are_not_near_misses(name):
+    assert not config.is_near_miss(name)
+
+
+def near_miss_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "mlflow_team.config"]
+
+
+def test_a_near_miss_in_the_working_directory_is_warned_about_once_naming_what_is_read(tmp_path, caplog):
+    (tmp_path / "mlflow_team.toml").write_text("[lossless-values]\n")
+    (tmp_path / "mlflow-team.yaml").write_text("lossless-values: {}\n")
+    with caplog.at_level("WARNING", logger="mlflow_team.config"):
+        assert config.load_policy().source.startswith("built-in defaults")
+        config.load_policy()  # a second store in the same process: no second warning
+    assert near_miss_warnings(caplog) == [
+        f"mlflow-team: The file '{name}' in {tmp_path} looks like a policy file but is not read: mlflow-team reads "
+        "'mlflow-team.toml' in the working directory, or the file MLFLOW_TEAM_POLICY names, and the policy in force "
+        "comes from built-in defaults (identity stamping only). Rename it to mlflow-team.toml (the policy is TOML), "
+        f"or point MLFLOW_TEAM_POLICY at it, for example: export MLFLOW_TEAM_POLICY={tmp_path / name}"
+        for name in ("mlflow-team.yaml", "mlflow_team.toml")
+    ]
+
+
+def test_a_near_miss_beside_the_policy_file_names_the_file_that_is_read(tmp_path, caplog):
+    (tmp_path / "mlflow-team.toml").write_text("[protected-deletions]\n")
+    (tmp_path / ".mlflow-team.toml").write_text("[lossless-values]\n")
+    with caplog.at_level("WARNING", logger="mlflow_team.config"):
+        config.load_policy()
+    [message] = near_miss_warnings(caplog)
+    assert f"The file '.mlflow-team.toml' in {tmp_path} looks like a policy file but is not read" in message
+    assert f"the policy in force comes from {tmp_path / 'mlflow-team.toml'}." in message
+
+
+def test_no_near_miss_warning_when_mlflow_team_policy_points_at_the_policy(tmp_path, monkeypatch, caplog):
+    (tmp_path / "mlflow_team.toml").write_text("[lossless-values]\n")
+    chosen = tmp_path / "chosen.toml"
+    chosen.write_text("[protected-deletions]\n")
+    monkeypatch.setenv("MLFLOW_TEAM_POLICY", str(chosen))
+    with caplog.at_level("WARNING", logger="mlflow_team.config"):
+        config.load_policy()
+    assert near_miss_warnings(caplog) == []

@@ -28,3 +28,15 @@ def test_degraded_missing_dependency_message_also_says_what_does_not_happen():
         "mlflow_team.hyperopt.autolog() needs hyperopt, which is not installed here (No module named 'hyperopt'), "
         "so hyperopt searches are not logged. Install it with: pip install \"mlflow-team[hyperopt]\""
     )
+
+
+def test_near_miss_message_names_the_file_found_the_file_read_and_the_variable():
+    assert errors.POLICY_NEAR_MISS.format(
+        found="mlflow_team.toml", cwd="/home/me/proj", default="mlflow-team.toml", env="MLFLOW_TEAM_POLICY",
+        source="built-in defaults (identity stamping only)", path="/home/me/proj/mlflow_team.toml",
+    ) == (
+        "The file 'mlflow_team.toml' in /home/me/proj looks like a policy file but is not read: mlflow-team reads "
+        "'mlflow-team.toml' in the working directory, or the file MLFLOW_TEAM_POLICY names, and the policy in force "
+        "comes from built-in defaults (identity stamping only). Rename it to mlflow-team.toml (the policy is TOML), "
+        "or point MLFLOW_TEAM_POLICY at it, for example: export MLFLOW_TEAM_POLICY=/home/me/proj/mlflow_team.toml"
+    )
