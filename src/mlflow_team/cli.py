@@ -347,7 +347,7 @@ def main() -> None:  # pragma: no cover - console entry
 @click.option("--max-train-seconds", type=float, default=10.0, show_default=True,
               help="Selection budget: a model must train within this.")
 @click.option("--max-model-mb", type=float, default=5.0, show_default=True,
-              help="Selection budget: a pickled model must be at most this big.")
+              help="Selection budget: a logged model (its artifact files as stored) must be at most this big.")
 @click.option("--server", "with_server", is_flag=True,
               help="Run it through HTTP: moto's S3 and `mlflow server` (team store, team+s3) on 127.0.0.1.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
@@ -356,7 +356,7 @@ def demo(workdir, trials, train, valid, rows, max_train_seconds, max_model_mb, w
     """The course's NYC taxi workflow end to end, on team+sqlite and team+file.
 
     Baselines, xgboost tuned with hyperopt (autologged), selection by RMSE within a training-time
-    and size budget, the pick registered as @champion and loaded back to predict.
+    and size budget (a table and a plot), the pick registered as @champion and loaded back to predict.
     """
     from pathlib import Path
 
@@ -364,10 +364,22 @@ def demo(workdir, trials, train, valid, rows, max_train_seconds, max_model_mb, w
         raise click.UsageError("give both --train and --valid, or neither (to use generated data)")
     folder = Path(workdir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    # The demo's output is its progress bar and its summary: no "View run ..." line per run
+    # (MLflow prints them for HTTP tracking URIs), no download bar when the champion loads.
+    os.environ.update(MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
 
     import mlflow
 
     from mlflow_team.demo import workflow
+
+    disk_before = workflow.folder_bytes(folder)
+
+    def disk_summary(outcome) -> None:
+        added = workflow.folder_bytes(folder) - disk_before
+        models = (f" ({outcome.logged_models} logged models: {outcome.logged_bytes / 1e6:.1f} MB)"
+                  if outcome is not None else "")
+        click.echo(f"Disk: this run added {added / 1e6:.1f} MB to {folder}{models}; "
+                   f"{workflow.folder_bytes(folder) / 1e6:.1f} MB there in all.")
 
     settings = workflow.Settings(
         workdir=folder, trials=trials, train=train, valid=valid, train_rows=rows, valid_rows=max(rows // 2, 100),
@@ -378,31 +390,47 @@ def demo(workdir, trials, train, valid, rows, max_train_seconds, max_model_mb, w
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)  # not a registry an MLFLOW_REGISTRY_URI names
         click.echo(f"tracking: {tracking_uri} (artifacts: {folder / 'mlruns'})")
-        workflow.run(settings, echo=click.echo)
+        outcome = workflow.run(settings, echo=click.echo)
         click.echo(f"\nSee it all in the stock UI:\n  mlflow ui --backend-store-uri {tracking_uri}")
+        disk_summary(outcome)
         return
 
     from mlflow_team.demo import servers
 
+    had_database = (folder / "server.db").exists()
+    running, outcome = None, None
     try:
         with servers.team_server(folder) as running:
             url = running["tracking_url"]
             click.echo(f"moto S3 at {running['s3_url']} (pid {running['moto_pid']}); "
-                       f"mlflow server at {url} (pid {running['mlflow_pid']}), store {running['backend']}")
+                       f"mlflow server at {url} (pid {running['mlflow_pid']}), store {running['backend']}"
+                       + ("" if wait else "; both stop when the workflow ends (--no-wait)"))
+            if running["restored"]:
+                click.echo(f"S3: {running['restored']} objects of earlier runs put back from {running['mirror']}")
+            elif had_database:
+                click.echo(f"S3: no copy of the bucket in {running['mirror']}: earlier runs in server.db have no artifacts")
             mlflow.set_tracking_uri(url)
             mlflow.set_registry_uri(url)
-            workflow.run(settings, echo=click.echo)
+            outcome = workflow.run(settings, echo=click.echo)
             count, tags = servers.tagged_objects(running["s3"])
             click.echo(f"\nS3: {count} objects in team+s3://{servers.BUCKET}/artifacts; tags of one: "
                        + ", ".join(f"{k}={v}" for k, v in tags.items()))
-            click.echo(f"Open {url} in a browser (the stock MLflow UI). Logs: {running['logs']}")
-            if wait:
+            if wait:  # only a URL that stays up is worth printing
+                click.echo(f"Open {url} in a browser (the stock MLflow UI). Logs: {running['logs']}")
                 click.echo("Both servers stay up until Ctrl-C.")
                 while True:
                     time.sleep(3600)
     except KeyboardInterrupt:
         click.echo("\nInterrupted.")
     click.echo("Both servers stopped.")
+    if running is not None and running["saved"] is not None:
+        click.echo(f"Kept: {folder / 'server.db'} and the bucket's {running['saved']} objects in {running['mirror']}; "
+                   f"`mlflow-team demo --server --workdir {folder}` puts them back into S3 before its servers start "
+                   "(and runs the workflow again), so every run there keeps its artifacts.")
+    elif running is not None:
+        click.echo(f"The bucket was not saved ({running['save_error']}): the runs in {folder / 'server.db'} "
+                   "have no artifacts any more.")
+    disk_summary(outcome)
 
 
 # --- eject -----------------------------------------------------------------------------------

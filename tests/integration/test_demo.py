@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import mlflow
 import pytest
@@ -16,6 +18,23 @@ pytest.importorskip("xgboost")
 pytestmark = pytest.mark.slow
 
 MODEL = "nyc-taxi.trip-duration"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The selection table's picked row: name, RMSE, training seconds, logged model MB.
+PICKED_ROW = re.compile(r"^\*\s+(\S+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s", re.M)
+#: Written into a model's folder when it is registered, after its size was measured.
+REGISTRY_FILE = "registered_model_meta"
+
+
+def model_id_of(run) -> str:
+    """The id of the model a demo run logged (its ``models:/<id>`` URI is in a tag)."""
+    return run.data.tags["demo.model_uri"].rsplit("/", 1)[-1]
+
+
+def files_on_disk(client: MlflowClient, model_id: str) -> dict[str, int]:
+    """The logged model's files under its team+file artifact location, with their sizes."""
+    location = Path(urlparse(client.get_logged_model(model_id).artifact_location).path)
+    assert location.is_dir(), location
+    return {str(f.relative_to(location)): f.stat().st_size for f in location.rglob("*") if f.is_file()}
 
 
 def run_demo(workdir: Path) -> str:
@@ -33,6 +52,8 @@ def test_the_demo_runs_the_course_workflow_and_a_rerun_adds_a_version(tmp_path):
     assert "model selection (validation RMSE" in first
     assert f"registered {MODEL} version 1 as @champion" in first
     assert f"mlflow ui --backend-store-uri team+sqlite:///{workdir / 'mlflow.db'}" in first
+    assert "model MB (logged)" in first
+    assert re.search(r"Disk: this run added [\d.]+ MB to .* \(5 logged models: [\d.]+ MB\)", first), first[-2000:]
     second = run_demo(workdir)  # same data files, same database: a new version, no failure
     assert f"registered {MODEL} version 2 as @champion" in second
 
@@ -61,6 +82,32 @@ def test_the_demo_runs_the_course_workflow_and_a_rerun_adds_a_version(tmp_path):
     # The pick has the lowest RMSE of its invocation's runs (budgets are generous here).
     group = by_invocation[picked.data.tags["demo.invocation"]]
     assert picked.data.metrics["rmse"] == min(r.data.metrics["rmse"] for r in group if "rmse" in r.data.metrics)
+
+    # The table's size is the champion's logged model as stored: its artifact files summed.
+    name, _, _, table_mb = PICKED_ROW.search(second).groups()
+    assert name == picked.info.run_name
+    champion_files = files_on_disk(client, model_id_of(picked))
+    assert REGISTRY_FILE in champion_files and "model.pkl" in champion_files
+    logged = sum(size for path, size in champion_files.items() if path != REGISTRY_FILE)
+    assert float(table_mb) == pytest.approx(sum(champion_files.values()) / 1e6, abs=0.0006)
+    assert float(table_mb) == pytest.approx(logged / 1e6, abs=0.0006)
+    # Every run's size metric is its own logged model's files, byte for byte, and small.
+    for run in runs:
+        if "demo.model_uri" in run.data.tags:
+            stored = sum(size for path, size in files_on_disk(client, model_id_of(run)).items() if path != REGISTRY_FILE)
+            assert run.data.metrics["model_size_mb"] == pytest.approx(stored / 1e6, abs=1e-9), run.info.run_name
+            assert stored < 2_000_000, f"{run.info.run_name}: a logged model of {stored:,} bytes"
+
+    # The choice as a picture: a PNG on each tuning run, and its local copy printed.
+    printed = Path(re.search(r"^selection plot: (\S+\.png)$", second, re.M).group(1))
+    assert printed.read_bytes()[:8] == PNG_SIGNATURE
+    for group in by_invocation.values():
+        parent = next(r for r in group if r.info.run_name == "xgboost-hyperopt")
+        plots = client.list_artifacts(parent.info.run_id, "selection")
+        assert [Path(f.path).suffix for f in plots] == [".png"] and plots[0].file_size > 10_000
+    downloaded = Path(client.download_artifacts(picked.data.tags["mlflow.parentRunId"], f"selection/{printed.name}",
+                                                str(tmp_path)))
+    assert downloaded.read_bytes() == printed.read_bytes()
 
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     import pandas as pd
@@ -102,3 +149,48 @@ def test_the_server_demo_runs_through_http_and_ctrl_c_stops_both_servers(tmp_pat
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+    # The demo's output is its progress bar and summary, not a line per run from MLflow.
+    assert "View run" not in output + rest and "View experiment" not in output + rest
+    assert "Downloading artifacts" not in output + rest
+    assert "in a browser" in output  # the URL printed while it is up
+
+
+def test_the_server_demo_without_waiting_prints_no_dead_url_and_keeps_its_artifacts(tmp_path):
+    from mlflow_team.demo import servers, workflow
+
+    workdir = tmp_path / "demo-no-wait"
+    result = subprocess.run(
+        [sys.executable, "-m", "mlflow_team.cli", "demo", "--server", "--no-wait", "--workdir", str(workdir),
+         "--trials", "2", "--rows", "3000"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "in a browser" not in output and "stay up" not in output
+    assert "View run" not in output and "View experiment" not in output
+    assert output.index("Both servers stopped.") > output.index(f"registered {MODEL} version 1 as @champion")
+    saved = int(re.search(r"the bucket's (\d+) objects in (\S+); ", output).group(1))
+    assert (workdir / servers.MIRROR / servers.MANIFEST).is_file() and saved > 0
+    plot = re.search(r"^selection plot: \S+/(model-selection-\w+\.png)$", output, re.M).group(1)
+
+    # What it leaves is usable: servers started again on it serve every artifact server.db lists.
+    with servers.team_server(workdir) as running:
+        assert running["restored"] == saved
+        mlflow.set_tracking_uri(running["tracking_url"])
+        mlflow.set_registry_uri(running["tracking_url"])
+        client = MlflowClient()
+        champion = client.get_model_version_by_alias(MODEL, "champion")
+        picked = client.get_run(champion.tags["run_id"])
+        size = workflow.logged_model_bytes(model_id_of(picked), client)
+        assert picked.data.metrics["model_size_mb"] == pytest.approx(size / 1e6, abs=0.0001)
+        model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+        import pandas as pd
+
+        assert len(model.predict(pd.DataFrame({"PU_DO": ["74_75"], "trip_distance": [1.2]}))) == 1
+        tuning = picked.data.tags["mlflow.parentRunId"]
+        local = Path(client.download_artifacts(tuning, f"selection/{plot}", str(tmp_path)))
+        assert local.read_bytes()[:8] == PNG_SIGNATURE
+        assert local.read_bytes() == (workdir / "plots" / plot).read_bytes()
+        _, tags = servers.tagged_objects(running["s3"])
+        assert tags.get("team.project") == "nyc-taxi"  # the objects' tags came back too
+    assert running["saved"] == saved
