@@ -219,10 +219,11 @@ def policy_check(path: str) -> None:
         raise click.ClickException(exc.message) from None
     rules = policy.enabled_rules()
     click.echo(f"{path}: valid. Rules on: {', '.join(rules) if rules else 'none'}.")
+    # Patterns as written in the file (a repr would double every backslash).
     if policy.experiment_name:
-        click.echo(f"  experiment-name: {policy.experiment_name.pattern.pattern!r}")
+        click.echo(f"  experiment-name: {policy.experiment_name.pattern.pattern}")
     if policy.registered_model_name:
-        click.echo(f"  registered-model-name: {policy.registered_model_name.pattern.pattern!r}")
+        click.echo(f"  registered-model-name: {policy.registered_model_name.pattern.pattern}")
     if policy.required_tags:
         click.echo(f"  required-tags: {list(policy.required_tags)} defaults {policy.tag_defaults}")
     if policy.reserved_tags:

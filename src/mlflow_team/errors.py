@@ -20,12 +20,12 @@ from mlflow.protos.databricks_pb2 import (
 # --- policy rules ----------------------------------------------------------------------------
 
 EXPERIMENT_NAME_REJECTED = (
-    "Experiment name {value} was rejected: experiment names must match {pattern!r}. "
+    "Experiment name {value} was rejected: experiment names must match '{pattern}'. "
     "Use a name like {example!r}, for example mlflow.set_experiment({example!r}). "
     "[rule: experiment-name]"
 )
 REGISTERED_MODEL_NAME_REJECTED = (
-    "Registered model name {value} was rejected: registered model names must match {pattern!r}. "
+    "Registered model name {value} was rejected: registered model names must match '{pattern}'. "
     "Use a name like {example!r}, for example mlflow.register_model(model_uri, {example!r}). "
     "[rule: registered-model-name]"
 )
@@ -153,11 +153,11 @@ POLICY_UNKNOWN_KEY = (
 )
 POLICY_WRONG_TYPE = "[{rule}] {key} = {value!r} must be {expected}. For example: {example}"
 POLICY_BAD_PATTERN = (
-    "[{rule}] pattern = {value!r} is not a valid regular expression ({reason}). "
+    "[{rule}] pattern = '{value}' is not a valid regular expression ({reason}). "
     "For example: pattern = '^[a-z0-9-]+/[a-z0-9-]+$'"
 )
 POLICY_EXAMPLE_MISMATCH = (
-    "[{rule}] example = {value!r} does not match its own pattern {pattern!r}. "
+    "[{rule}] example = {value!r} does not match its own pattern '{pattern}'. "
     "Give an example name that the pattern accepts."
 )
 POLICY_NOT_TOML = "is not valid TOML ({reason}). Fix the syntax; `mlflow-team policy check FILE` checks it."

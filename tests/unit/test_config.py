@@ -162,3 +162,17 @@ def test_no_near_miss_warning_when_mlflow_team_policy_points_at_the_policy(tmp_p
     with caplog.at_level("WARNING", logger="mlflow_team.config"):
         config.load_policy()
     assert near_miss_warnings(caplog) == []
+
+
+def test_pattern_errors_quote_the_pattern_as_written_in_the_file(tmp_path):
+    path = write(tmp_path, "[registered-model-name]\npattern = '^[a-z]+\\.[a-z]+$'\nexample = 'Nope'\n")
+    with pytest.raises(errors.PolicyFileError, match=r"does not match its own pattern") as info:
+        config.load_policy_file(path)
+    assert info.value.message.endswith(
+        "[registered-model-name] example = 'Nope' does not match its own pattern '^[a-z]+\\.[a-z]+$'. "
+        "Give an example name that the pattern accepts."
+    )
+    path = write(tmp_path, "[experiment-name]\npattern = '\\.(['\nexample = 'a'\n")
+    with pytest.raises(errors.PolicyFileError, match=r"is not a valid regular expression") as info:
+        config.load_policy_file(path)
+    assert "[experiment-name] pattern = '\\.([' is not a valid regular expression" in info.value.message

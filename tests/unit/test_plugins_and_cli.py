@@ -102,6 +102,18 @@ def test_policy_check_accepts_a_good_file_and_explains_a_bad_one(tmp_path):
     assert f"Policy file {bad}: unknown rule [required-tag]" in result.output
 
 
+def test_policy_check_prints_patterns_as_written_in_the_file(tmp_path):
+    from tests.conftest import EVERY_RULE_TOML
+
+    good = tmp_path / "good.toml"
+    good.write_text(EVERY_RULE_TOML)
+    result = CliRunner().invoke(cli, ["policy", "check", str(good)])
+    assert result.exit_code == 0, result.output
+    assert "  experiment-name: ^[a-z0-9-]+/[a-z0-9-]+$\n" in result.output
+    assert "  registered-model-name: ^[a-z0-9-]+\\.[a-z0-9-]+$\n" in result.output  # one backslash
+    assert "\\\\" not in result.output
+
+
 def test_doctor_reports_a_missing_sqlite_folder_and_creates_nothing(tmp_path):
     root = tmp_path / "root"
     root.mkdir()

@@ -187,3 +187,9 @@ def test_version_from_a_deleted_run_is_rejected(every_rule):
     with pytest.raises(errors.ProtectedResource, match=r"from run 'r9' was rejected: that run is deleted"):
         policy.check_version_source_run(every_rule, "m.a", "r9", run_deleted=True)
     policy.check_version_source_run(every_rule, "m.a", "r9", run_deleted=False)
+
+
+def test_a_name_rejection_shows_the_pattern_as_written(every_rule):
+    with pytest.raises(errors.PolicyViolation, match=r"registered model names must match") as info:
+        policy.check_registered_model_name(every_rule, "MyModel")
+    assert "must match '^[a-z0-9-]+\\.[a-z0-9-]+$'. " in info.value.message  # one backslash, as in the file
