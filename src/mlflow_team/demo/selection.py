@@ -123,8 +123,9 @@ def plot(candidates: list[Candidate], max_training_time_s: float, max_model_size
             axes.scatter([getattr(pick, field)], [pick.rmse], s=area(pick) * 2.5, facecolors="none",
                          edgecolors="tab:orange", linewidths=2.5)
             axes.annotate(f"pick: {pick.name}\nRMSE {pick.rmse:.3f}", (getattr(pick, field), pick.rmse),
-                          xytext=(16, 18), textcoords="offset points", fontsize=9, color="tab:orange",
-                          fontweight="bold", arrowprops={"arrowstyle": "-", "color": "tab:orange"})
+                          xytext=(36, 56), textcoords="offset points", fontsize=9, color="tab:orange",
+                          fontweight="bold", arrowprops={"arrowstyle": "-", "color": "tab:orange"},
+                          bbox={"boxstyle": "round,pad=0.3", "facecolor": "white", "edgecolor": "tab:orange", "alpha": 0.9})
         values = [v for v in [getattr(c, field) for c in candidates] + [budget] if v > 0] or [0.1, 1.0]
         axes.set_xscale("log")
         axes.set_xlim(min(values) / 1.8, max(values) * 1.8)

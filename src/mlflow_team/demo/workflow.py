@@ -123,8 +123,12 @@ def logged_model_bytes(model_id: str, client=None) -> int:
 
 
 def folder_bytes(folder: Path) -> int:
-    """Bytes of the files under ``folder`` (0 if it does not exist)."""
-    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file() and not f.is_symlink())
+    """Bytes of the files under ``folder`` (0 if it does not exist), without SQLite's write-ahead
+    log and shared-memory files, which last only while a connection is open."""
+    return sum(
+        f.stat().st_size for f in Path(folder).rglob("*")
+        if f.is_file() and not f.is_symlink() and not f.name.endswith(("-wal", "-shm"))
+    )
 
 
 class _Once(logging.Filter):
