@@ -30,10 +30,19 @@ REGISTERED_MODEL_NAME_REJECTED = (
     "[rule: registered-model-name]"
 )
 REQUIRED_TAGS_MISSING = (
-    "Run in experiment {experiment_id!r} was rejected: runs must carry the tag(s) {missing}. "
+    "Run in experiment {experiment} was rejected: runs must carry the tag(s) {missing}. "
     "Set them when starting the run, for example mlflow.start_run(tags={example}), or give "
     "them a default under [required-tags.defaults] in the policy file. [rule: required-tags]"
 )
+#: The same refusal for a run an autologger created (``mlflow.autologging`` tag): fix it there.
+REQUIRED_TAGS_MISSING_AUTOLOGGED = (
+    "Run in experiment {experiment}, started by {autologger} autologging, was rejected: runs "
+    "must carry the tag(s) {missing}. Give them to autologging, for example {call}, or give "
+    "them a default under [required-tags.defaults] in the policy file. [rule: required-tags]"
+)
+#: ``{call}`` of REQUIRED_TAGS_MISSING_AUTOLOGGED for hyperopt autologging, and for MLflow's own.
+AUTOLOG_CALL_HYPEROPT = "mlflow_team.hyperopt.autolog(extra_tags={example})"
+AUTOLOG_CALL_MLFLOW = "mlflow.autolog(extra_tags={example}) (mlflow.{flavor}.autolog takes extra_tags too)"
 REQUIRED_TAG_DELETE = (
     "Deleting tag {key!r} from run {run_id!r} was rejected: runs must carry the tag(s) "
     "{required}. Change its value instead, for example "

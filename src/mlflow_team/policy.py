@@ -145,31 +145,52 @@ def check_registered_model_name(policy: Policy, name: str) -> None:
 # --- tags ------------------------------------------------------------------------------------
 
 
+#: MLflow's tag on a run that autologging created (``mlflow.utils.mlflow_tags.MLFLOW_AUTOLOGGING``);
+#: its value is the integration's flavor, ``hyperopt`` for :mod:`mlflow_team.hyperopt`.
+AUTOLOGGING_TAG = "mlflow.autologging"
+HYPEROPT_AUTOLOGGER = "hyperopt"
+
+
+def experiment_text(experiment_id: str, experiment_name: str | None = None) -> str:
+    """How a message names an experiment: ``'vision/resnet' (id '7')``, or ``'7'`` without a name."""
+    if experiment_name is None:
+        return repr(str(experiment_id))
+    return f"{errors.preview(experiment_name)} (id {str(experiment_id)!r})"
+
+
+def missing_required_tags(policy: Policy, tags: Mapping[str, str]) -> list[str]:
+    """The required tags ``tags`` lacks that no default fills in (a run with any is refused)."""
+    return [key for key in policy.required_tags if key not in tags and key not in policy.tag_defaults]
+
+
 def fill_required_tags(
-    policy: Policy, experiment_id: str, tags: Mapping[str, str]
+    policy: Policy, experiment_id: str, tags: Mapping[str, str], experiment_name: str | None = None
 ) -> dict[str, str]:
     """The tags a new run must add: policy defaults for missing required tags.
 
-    Raises when a required tag is missing and has no default.
+    Raises when a required tag is missing and has no default; the message names the experiment
+    by ``experiment_name`` too when the caller knows it, and, for a run an autologger created,
+    says how to give that autologger the tags.
     """
-    added: dict[str, str] = {}
-    missing: list[str] = []
-    for key in policy.required_tags:
-        if key in tags:
-            continue
-        if key in policy.tag_defaults:
-            added[key] = policy.tag_defaults[key]
-        else:
-            missing.append(key)
+    missing = missing_required_tags(policy, tags)
     if missing:
         example = {key: "..." for key in missing}
-        raise errors.PolicyViolation(
-            errors.REQUIRED_TAGS_MISSING.format(
-                experiment_id=str(experiment_id), missing=missing, example=example
-            ),
-            rule="required-tags",
-        )
-    return added
+        experiment = experiment_text(experiment_id, experiment_name)
+        autologger = tags.get(AUTOLOGGING_TAG)
+        if not autologger:
+            message = errors.REQUIRED_TAGS_MISSING.format(experiment=experiment, missing=missing, example=example)
+        else:
+            if autologger == HYPEROPT_AUTOLOGGER:
+                call = errors.AUTOLOG_CALL_HYPEROPT.format(example=example)
+            else:
+                call = errors.AUTOLOG_CALL_MLFLOW.format(example=example, flavor=autologger)
+            message = errors.REQUIRED_TAGS_MISSING_AUTOLOGGED.format(
+                experiment=experiment, autologger=errors.preview(autologger, 40), missing=missing, call=call
+            )
+        raise errors.PolicyViolation(message, rule="required-tags")
+    return {
+        key: policy.tag_defaults[key] for key in policy.required_tags if key not in tags and key in policy.tag_defaults
+    }
 
 
 def check_tag_delete(policy: Policy, run_id: str, key: str) -> None:

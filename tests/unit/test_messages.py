@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
+
 from mlflow_team import errors
 
 
@@ -40,3 +45,59 @@ def test_near_miss_message_names_the_file_found_the_file_read_and_the_variable()
         "comes from built-in defaults (identity stamping only). Rename it to mlflow-team.toml (the policy is TOML), "
         "or point MLFLOW_TEAM_POLICY at it, for example: export MLFLOW_TEAM_POLICY=/home/me/proj/mlflow_team.toml"
     )
+
+
+def test_required_tags_messages_name_the_experiment_and_the_autologging_fix():
+    assert errors.REQUIRED_TAGS_MISSING.format(
+        experiment="'taxi/duration' (id '1')", missing=["team.project"], example={"team.project": "..."}
+    ) == (
+        "Run in experiment 'taxi/duration' (id '1') was rejected: runs must carry the tag(s) ['team.project']. Set "
+        "them when starting the run, for example mlflow.start_run(tags={'team.project': '...'}), or give them a "
+        "default under [required-tags.defaults] in the policy file. [rule: required-tags]"
+    )
+    call = errors.AUTOLOG_CALL_MLFLOW.format(example={"team.project": "..."}, flavor="xgboost")
+    assert errors.REQUIRED_TAGS_MISSING_AUTOLOGGED.format(
+        experiment="'taxi/duration' (id '1')", autologger="'xgboost'", missing=["team.project"], call=call
+    ) == (
+        "Run in experiment 'taxi/duration' (id '1'), started by 'xgboost' autologging, was rejected: runs must carry "
+        "the tag(s) ['team.project']. Give them to autologging, for example "
+        "mlflow.autolog(extra_tags={'team.project': '...'}) (mlflow.xgboost.autolog takes extra_tags too), or give "
+        "them a default under [required-tags.defaults] in the policy file. [rule: required-tags]"
+    )
+    assert errors.AUTOLOG_CALL_HYPEROPT.format(example={"team.project": "..."}) == (
+        "mlflow_team.hyperopt.autolog(extra_tags={'team.project': '...'})"
+    )
+
+
+@pytest.fixture
+def client(tmp_path, policy_file):
+    uri = f"team+sqlite:///{tmp_path}/mlflow.db"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_the_store_names_the_experiment_of_a_refused_run_by_name(client):
+    experiment_id = client.create_experiment("taxi/duration")
+    with pytest.raises(
+        MlflowException,
+        match=rf"^Run in experiment 'taxi/duration' \(id '{experiment_id}'\) was rejected: runs must carry the tag",
+    ):
+        client.create_run(experiment_id)
+    assert client.search_runs([experiment_id], run_view_type=ViewType.ALL) == []
+
+
+@pytest.mark.parametrize(
+    "flavor, fix",
+    [("hyperopt", "mlflow_team.hyperopt.autolog(extra_tags="), ("sklearn", "mlflow.autolog(extra_tags=")],
+)
+def test_the_store_tells_an_autologged_run_to_get_its_tags_from_autologging(client, flavor, fix):
+    experiment_id = client.create_experiment("taxi/duration")
+    with pytest.raises(MlflowException, match=rf"started by '{flavor}' autologging, was rejected") as info:
+        client.create_run(experiment_id, tags={"mlflow.autologging": flavor})
+    assert f"for example {fix}{{'team.project': '...'}})" in info.value.message
+    assert info.value.get_http_status_code() == 400
+
+
+def test_a_run_with_its_required_tags_is_created_as_before(client):
+    experiment_id = client.create_experiment("taxi/duration")
+    run = client.create_run(experiment_id, tags={"team.project": "p", "mlflow.autologging": "sklearn"})
+    assert run.data.tags["team.name"] == "vision"

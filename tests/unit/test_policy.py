@@ -189,6 +189,51 @@ def test_version_from_a_deleted_run_is_rejected(every_rule):
     policy.check_version_source_run(every_rule, "m.a", "r9", run_deleted=False)
 
 
+# --- required tags: the experiment by name, and the fix for a run an autologger created ----------
+
+
+def test_a_required_tags_refusal_names_the_experiment_by_name_and_id(every_rule):
+    with pytest.raises(
+        errors.PolicyViolation,
+        match=r"^Run in experiment 'vision/resnet' \(id '7'\) was rejected: runs must carry the tag\(s\) \['team.project'\]",
+    ):
+        policy.fill_required_tags(every_rule, "7", {}, experiment_name="vision/resnet")
+
+
+def test_only_tags_without_a_default_make_a_run_refused(every_rule):
+    assert policy.missing_required_tags(every_rule, {}) == ["team.project"]
+    assert policy.missing_required_tags(every_rule, {"team.project": "p"}) == []
+
+
+def test_a_run_hyperopt_autologging_created_is_told_to_pass_extra_tags_to_it(every_rule):
+    with pytest.raises(errors.PolicyViolation, match=r"started by 'hyperopt' autologging, was rejected") as info:
+        policy.fill_required_tags(every_rule, "7", {"mlflow.autologging": "hyperopt"}, experiment_name="vision/resnet")
+    assert info.value.message == (
+        "Run in experiment 'vision/resnet' (id '7'), started by 'hyperopt' autologging, was rejected: runs must "
+        "carry the tag(s) ['team.project']. Give them to autologging, for example "
+        "mlflow_team.hyperopt.autolog(extra_tags={'team.project': '...'}), or give them a default under "
+        "[required-tags.defaults] in the policy file. [rule: required-tags]"
+    )
+
+
+def test_a_run_mlflow_autologging_created_is_told_to_pass_extra_tags_to_mlflow_autolog(every_rule):
+    with pytest.raises(errors.PolicyViolation, match=r"started by 'sklearn' autologging") as info:
+        policy.fill_required_tags(every_rule, "7", {"mlflow.autologging": "sklearn"})
+    assert (
+        "for example mlflow.autolog(extra_tags={'team.project': '...'}) (mlflow.sklearn.autolog takes extra_tags too)"
+    ) in info.value.message
+    assert info.value.message.startswith("Run in experiment '7', started by")
+
+
+def test_the_autologging_tag_is_the_one_mlflow_and_the_hyperopt_integration_set():
+    from mlflow.utils.mlflow_tags import MLFLOW_AUTOLOGGING
+
+    from mlflow_team.hyperopt import FLAVOR_NAME, trial
+
+    assert policy.AUTOLOGGING_TAG == MLFLOW_AUTOLOGGING == trial.TAG_AUTOLOGGING
+    assert policy.HYPEROPT_AUTOLOGGER == FLAVOR_NAME
+
+
 def test_a_name_rejection_shows_the_pattern_as_written(every_rule):
     with pytest.raises(errors.PolicyViolation, match=r"registered model names must match") as info:
         policy.check_registered_model_name(every_rule, "MyModel")

@@ -110,7 +110,11 @@ class TeamTrackingStoreMixin(db.TeamStoreHooks):
             self.policy,
             [(k, v) for k, v in present.items() if stamp is None or k not in policy.AUTHOR_TAGS],
         )
-        present.update(policy.fill_required_tags(self.policy, experiment_id, present))
+        present.update(policy.fill_required_tags(
+            self.policy, experiment_id, present,
+            # the refusal names the experiment: looked up only when the run is about to be refused
+            self.get_experiment(experiment_id).name if policy.missing_required_tags(self.policy, present) else None,
+        ))
         tags = [RunTag(key, value) for key, value in present.items()]
         if self._lean_path:
             return lean.create_run(self, experiment_id, user_id, start_time, tags, run_name)
