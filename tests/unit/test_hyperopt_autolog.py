@@ -44,6 +44,18 @@ def database(tmp_path_factory):
     return f"team+sqlite:///{tmp_path_factory.mktemp('hyperopt')}/mlflow.db"
 
 
+def disable_framework_autologging():
+    """``mlflow.autolog(disable=True)`` leaves alone an integration turned on by its own call
+    (``mlflow.xgboost.autolog()``): without this, a test's xgboost autologging (models included)
+    would go on in every later test. Only those (an integration's own call, even to disable it,
+    keeps a later ``mlflow.autolog()`` from configuring it)."""
+    from mlflow.utils.autologging_utils import autologging_is_disabled
+
+    for flavor in ("xgboost", "sklearn"):
+        if flavor in sys.modules and not autologging_is_disabled(flavor):
+            getattr(mlflow, flavor).autolog(disable=True)
+
+
 @pytest.fixture
 def experiment(database, request):
     """An experiment of its own per test (one database per module: it is slow to create)."""
@@ -53,6 +65,7 @@ def experiment(database, request):
     yield experiment.experiment_id
     team_hyperopt.autolog(disable=True)
     mlflow.autolog(disable=True)
+    disable_framework_autologging()
 
 
 def runs_of(experiment_id):

@@ -1,13 +1,17 @@
-"""Objectives written before autologging, under hyperopt autologging (issue 13, section 1).
+"""Objectives written before autologging, under hyperopt autologging (issue 13, sections 1 and 3).
 
-The course's objective opens its own run; with autologging on, that run is the trial's run. Every
-test runs a real search on a team+sqlite store and reads back what the MLflow UI would show.
+The course's objective opens its own run; with autologging on, that run is the trial's run. Two
+searches running at once in one process keep to their own trials and autologging sessions. Every
+search here is real, on a team+sqlite store, read back as the MLflow UI would show it.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import subprocess
 import sys
+import threading
 
 import mlflow
 import numpy as np
@@ -70,6 +74,18 @@ def database(tmp_path_factory):
     return f"team+sqlite:///{tmp_path_factory.mktemp('objectives')}/mlflow.db"
 
 
+def disable_framework_autologging():
+    """``mlflow.autolog(disable=True)`` leaves alone an integration turned on by its own call
+    (``mlflow.xgboost.autolog()``): without this, a test's xgboost autologging (models included)
+    would go on in every later test. Only those (an integration's own call, even to disable it,
+    keeps a later ``mlflow.autolog()`` from configuring it)."""
+    from mlflow.utils.autologging_utils import autologging_is_disabled
+
+    for flavor in ("xgboost", "sklearn"):
+        if flavor in sys.modules and not autologging_is_disabled(flavor):
+            getattr(mlflow, flavor).autolog(disable=True)
+
+
 @pytest.fixture
 def experiment(database, request):
     """An experiment of its own per test, hyperopt autologging on; everything off afterwards."""
@@ -79,6 +95,7 @@ def experiment(database, request):
     yield experiment.experiment_id
     team_hyperopt.autolog(disable=True)
     mlflow.autolog(disable=True)
+    disable_framework_autologging()
     while mlflow.active_run():  # a failed test leaves no run behind for the next
         mlflow.end_run()
 
@@ -341,3 +358,132 @@ fmin(objective, {{"x": hp.uniform("x", -1, 1)}}, algo=tpe.suggest, max_evals=2, 
     runs = all_runs(mlflow.get_experiment_by_name("objectives/import").experiment_id)
     assert sorted(r.info.run_name for r in runs) == ["hyperopt-tpe.suggest", "trial-0", "trial-1"]
     assert all(r.data.tags["model"] == "xgboost" for r in runs if r.info.run_name.startswith("trial-"))
+
+
+def run_in_threads(*searches):
+    """Run each search in a thread of its own, at once; re-raise what one of them raised."""
+    errors = []
+
+    def guarded(search):
+        try:
+            search()
+        except BaseException as exc:  # noqa: B036 - handed back to the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(s,)) for s in searches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(thread.is_alive() for thread in threads)
+    if errors:
+        raise errors[0]
+
+
+def searches_by_tag(experiment_id, tag: str):
+    """{tag value: (parent, its trial runs)} for searches whose objective tags its runs ``tag``."""
+    runs = all_runs(experiment_id)
+    parents = {r.info.run_id: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    found = {}
+    for parent_id, parent in parents.items():
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+        [value] = {c.data.tags[tag] for c in children}  # a search's trials are all its own
+        found[value] = (parent, children)
+    assert len(found) == len(parents) and len(runs) == len(parents) + sum(len(c) for _, c in found.values())
+    return found
+
+
+def test_two_searches_at_once_in_two_threads_log_only_their_own_trials(experiment):
+    both_in_a_trial = threading.Barrier(2, timeout=60)
+
+    def tagged(name):
+        def objective_of_search(params):
+            if not getattr(objective_of_search, "met", False):  # both searches are mid-trial here
+                objective_of_search.met = True
+                both_in_a_trial.wait()
+            result = objective(params)
+            mlflow.set_tag("search", name)  # the trial's run is still the active run
+            return result
+
+        return objective_of_search
+
+    run_in_threads(lambda: search(tagged("a"), max_evals=3, seed=1), lambda: search(tagged("b"), max_evals=2, seed=2))
+
+    found = searches_by_tag(experiment, "search")
+    assert {name: len(children) for name, (_, children) in found.items()} == {"a": 3, "b": 2}
+    for parent, children in found.values():
+        assert parent.info.status == "FINISHED" and parent.data.metrics["trials_total"] == len(children)
+        assert all(c.info.status == "FINISHED" and c.data.tags["model"] == "xgboost" for c in children)
+        assert parent.data.tags["hyperopt.best_run_id"] in {c.info.run_id for c in children}
+        table = MlflowClient().download_artifacts(parent.info.run_id, "hyperopt/trials.csv")
+        with open(table) as handle:
+            assert {row["run_id"] for row in csv.DictReader(io.StringIO(handle.read()))} == {c.info.run_id for c in children}
+
+
+def test_a_framework_autologging_failure_in_one_trial_does_not_switch_it_off_or_on_for_another(experiment, monkeypatch):
+    """Search a's trial makes xgboost's autologging fail (a param logged by hand with another
+    value) while search b's trials train in another thread: b's autologging stays on; then b's own
+    failure stays b's, even when a's trial ends in the meantime."""
+    monkeypatch.delenv("MLFLOW_AUTOLOGGING_TESTING", raising=False)  # the failure is to be a warning here
+    mlflow.xgboost.autolog(log_models=False, log_datasets=False)
+    a_failed, b_failed, a_next = threading.Event(), threading.Event(), threading.Event()
+
+    def fit(num_boost_round, name):
+        xgb.train(params={"objective": "reg:squarederror"}, dtrain=train, num_boost_round=num_boost_round,
+                  evals=[(valid, name)], verbose_eval=False)
+
+    def search_a(params, calls=[]):  # noqa: B006 - a counter across trials
+        calls.append(params)
+        mlflow.set_tag("search", "a")
+        if len(calls) == 1:
+            mlflow.log_param("num_boost_round", 999)
+            fit(5, "validation")  # xgboost's autologging fails: this trial's session only
+            a_failed.set()
+            assert b_failed.wait(60)  # then ends, while b's failed trial goes on
+        else:
+            a_next.set()
+        return 1.0
+
+    def search_b(params, calls=[]):  # noqa: B006
+        calls.append(params)
+        mlflow.set_tag("search", "b")
+        if len(calls) == 1:
+            assert a_failed.wait(60)
+            fit(5, "validation")  # a's failure does not switch b's autologging off
+        else:
+            mlflow.log_param("num_boost_round", 999)
+            fit(5, "validation")  # b's own failure
+            b_failed.set()
+            assert a_next.wait(60)  # a's failed trial has ended: it must not switch b's back on
+            fit(999, "second")
+        return 1.0
+
+    run_in_threads(lambda: search(search_a, max_evals=2, seed=3), lambda: search(search_b, max_evals=2, seed=4))
+
+    (_, a_trials), (_, b_trials) = (searches_by_tag(experiment, "search")[name] for name in ("a", "b"))
+    b_first, b_second = sorted(b_trials, key=lambda r: r.info.run_name)
+    assert b_first.data.params["num_boost_round"] == "5" and "validation-rmse" in b_first.data.metrics
+    assert b_second.data.params["num_boost_round"] == "999" and "second-rmse" not in b_second.data.metrics
+    assert all(r.info.status == "FINISHED" for r in a_trials + b_trials)
+
+
+def test_each_search_waits_for_and_reports_only_its_own_trial_writes():
+    """Trial writes that go through a server are finished in the background, per search."""
+    from mlflow_team.hyperopt import finisher
+
+    release, finished = threading.Event(), []
+
+    def blocked_write():
+        assert release.wait(60)
+        finished.append("b")
+
+    def failing_write():
+        raise RuntimeError("refused")
+
+    finisher.submit("search-b", "trial run of b", blocked_write)
+    finisher.submit("search-b", "trial run 2 of b", failing_write)
+    finisher.submit("search-a", "trial run of a", lambda: finished.append("a"))
+    assert finisher.flush("search-a") == [] and finished == ["a"]  # not held up by b's blocked write
+    release.set()
+    assert finisher.flush("search-b") == ["trial run 2 of b: refused"] and finished == ["a", "b"]
+    assert finisher.flush("search-b") == []  # reported once

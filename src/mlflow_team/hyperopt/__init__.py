@@ -57,11 +57,12 @@ def _patch(hyperopt_module) -> None:
         from hyperopt.fmin import FMinIter
         from mlflow.utils.autologging_utils import safe_patch
 
-        from mlflow_team.hyperopt import runs, search
+        from mlflow_team.hyperopt import runs, scope, search
 
         safe_patch(FLAVOR_NAME, FMinIter, "exhaust", search.exhaust)
         _patch_trials(Domain)
         runs.install(FLAVOR_NAME)  # an objective's own mlflow.start_run() during a trial
+        scope.install(FLAVOR_NAME)  # an autologging session per trial, in its thread
     except Exception as exc:
         import logging
 

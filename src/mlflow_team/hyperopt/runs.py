@@ -30,24 +30,14 @@ the store's refusal of the tags the objective asked for, reach the objective as 
 from __future__ import annotations
 
 import inspect
-import threading
-from dataclasses import dataclass
 
 from mlflow.entities import RunTag
 from mlflow.tracking.fluent import ActiveRun, _active_run_stack
 
+from mlflow_team.hyperopt import scope
+from mlflow_team.hyperopt.scope import Trial
+
 _NOTE_TAG = "mlflow.note.content"  # where MLflow keeps a run's description
-_local = threading.local()  # .trial: the _Trial this thread is evaluating, if any
-
-
-@dataclass(frozen=True)
-class _Trial:
-    """The trial this thread is evaluating."""
-
-    run_id: str | None  # None with log_trial_runs=False
-    parent_run_id: str
-    experiment_id: str
-    client: object  # the MlflowClient of the search's tracking URI
 
 
 class _ObjectiveRun(ActiveRun):
@@ -55,17 +45,6 @@ class _ObjectiveRun(ActiveRun):
 
     def __exit__(self, exc_type, exc_val, exc_tb):
         return exc_type is None  # as MLflow's: an exception goes on to the trial, which ends FAILED
-
-
-def enter(run_id: str | None, search, client):
-    """This thread now evaluates a trial of ``search``; returns what ``leave`` restores."""
-    previous = getattr(_local, "trial", None)
-    _local.trial = _Trial(run_id, search.parent_run_id, search.experiment_id, client)
-    return previous
-
-
-def leave(previous) -> None:
-    _local.trial = previous
 
 
 def install(flavor: str) -> None:
@@ -87,7 +66,7 @@ def _bound(patch, original):
 
 
 def start_run(original, *args, **kwargs):
-    trial = getattr(_local, "trial", None)
+    trial = scope.current()
     if trial is None:
         return original(*args, **kwargs)
     try:
@@ -107,7 +86,7 @@ def start_run(original, *args, **kwargs):
 
 
 def end_run(original, *args, **kwargs):
-    trial = getattr(_local, "trial", None)
+    trial = scope.current()
     if trial is not None and trial.run_id is not None:
         try:
             if _top() == trial.run_id:
@@ -120,7 +99,7 @@ def end_run(original, *args, **kwargs):
 _ADOPT, _CALL = object(), object()
 
 
-def _plan(original, trial: _Trial, args, kwargs) -> tuple[object, dict]:
+def _plan(original, trial: Trial, args, kwargs) -> tuple[object, dict]:
     """``(_ADOPT, arguments)``: the trial's run is the objective's; ``(_CALL, arguments)``: MLflow's
     call with these arguments instead; ``(None, ...)``: MLflow's call as it was."""
     try:

@@ -81,7 +81,7 @@ def exhaust(original, fmin_iter, *args, **kwargs):
         result = original(fmin_iter, *args, **kwargs)
     except BaseException as exc:
         trial._guarded(lambda: _leave(domain, objective))
-        trial._guarded(_flush_trials)
+        trial._guarded(lambda: _flush_trials(search.key))
         reason = _reason_of(exc)
         trial._guarded(lambda: _summarise(fmin_iter, run_id, time.perf_counter() - started, reason, before))
         if own_run:
@@ -90,7 +90,7 @@ def exhaust(original, fmin_iter, *args, **kwargs):
         raise
     try:
         _leave(domain, objective)
-        trial._guarded(_flush_trials)
+        trial._guarded(lambda: _flush_trials(search.key))
         _summarise(fmin_iter, run_id, time.perf_counter() - started, stop.reason(started), before)
     finally:
         if own_run:
@@ -196,11 +196,11 @@ class _StopRecorder:
         return "search_space_exhausted"
 
 
-def _flush_trials() -> None:
-    """Wait for the trial runs' last writes; report any that failed."""
-    from mlflow_team.hyperopt.finisher import FINISHER
+def _flush_trials(key: str) -> None:
+    """Wait for this search's trial runs' last writes (not another search's); report any that failed."""
+    from mlflow_team.hyperopt import finisher
 
-    failures = FINISHER.flush()
+    failures = finisher.flush(key)
     if failures:
         raise RuntimeError("could not complete " + "; ".join(failures))
 

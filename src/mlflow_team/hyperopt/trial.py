@@ -14,9 +14,10 @@ import functools
 import logging
 import threading
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 
-from mlflow_team.hyperopt import runs, space
+from mlflow_team.hyperopt import scope, space
 
 _logger = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class SearchContext:
     #: Tags every trial run starts with: the run context (source, user, git commit...) resolved
     #: once per search, ``extra_tags`` and those inherited from the parent.
     tags: tuple[tuple[str, str], ...] = ()
+    #: This search among others running at once: its trials' writes go to its own finisher.
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 def evaluate(original, domain, config, ctrl, *args, **kwargs):
@@ -86,21 +89,19 @@ def evaluate(original, domain, config, ctrl, *args, **kwargs):
         return original(domain, config, ctrl, *args, **kwargs)
     if not search.log_trial_runs:  # no trial run: the objective's own runs nest under the parent
         try:
-            previous = runs.enter(None, search, _client(search.tracking_uri))
+            previous = scope.enter(None, search, _client(search.tracking_uri))
         except Exception as exc:
             _report(exc)
             return original(domain, config, ctrl, *args, **kwargs)
         try:
             return original(domain, config, ctrl, *args, **kwargs)
         finally:
-            runs.leave(previous)
+            scope.leave(previous)
 
-    session = _session()
-    session_state = getattr(session, "state", None)
     try:
         client = _client(search.tracking_uri)
         run = _start(client, search, ctrl)
-        previous = runs.enter(run.info.run_id, search, client)
+        previous = scope.enter(run.info.run_id, search, client)
     except Exception as exc:
         _report(exc)
         return original(domain, config, ctrl, *args, **kwargs)
@@ -109,15 +110,13 @@ def evaluate(original, domain, config, ctrl, *args, **kwargs):
     try:
         result = original(domain, config, ctrl, *args, **kwargs)
     except BaseException as exc:
-        runs.leave(previous)
+        scope.leave(previous)
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         duration, error = time.perf_counter() - started, exc
         _guarded(lambda: _end(client, search, run, domain, config, None, duration, error, status))
-        _restore(session, session_state)
         raise
-    runs.leave(previous)
+    scope.leave(previous)
     _guarded(lambda: _end(client, search, run, domain, config, result, time.perf_counter() - started, None, "FINISHED"))
-    _restore(session, session_state)
     return result
 
 
@@ -189,15 +188,15 @@ def _end(client, search: SearchContext, run, domain, config, result, duration: f
         _without_param_conflicts(client, run_id, batch, write)
         return
 
-    from mlflow_team.hyperopt.finisher import FINISHER
+    from mlflow_team.hyperopt import finisher
 
     def finish() -> None:
         if batch:
             log_batch(run_id, client=client, **batch)
         client.set_terminated(run_id, status, end_time)
 
-    # A server: the two requests go to a worker thread while the next trial runs.
-    FINISHER.submit(f"trial run {run_id} ({run.info.run_name})", finish)
+    # A server: the two requests go to the search's worker thread while the next trial runs.
+    finisher.submit(search.key, f"trial run {run_id} ({run.info.run_name})", finish)
 
 
 def _results(search: SearchContext, run, domain, config, result, duration: float,
@@ -274,16 +273,3 @@ def _report(exc: Exception) -> None:
     if is_testing():
         raise exc
     _logger.warning("mlflow-team hyperopt autologging: %s", exc)
-
-
-def _session():
-    from mlflow.utils.autologging_utils.safety import _AutologgingSessionManager
-
-    return _AutologgingSessionManager.active_session()
-
-
-def _restore(session, state) -> None:
-    """A framework autologger that failed inside this trial (its patched call raised) marks the
-    shared autologging session failed; the next trial starts afresh, as a separate run would."""
-    if session is not None and state is not None and getattr(session, "state", None) == "failed":
-        session.state = state

@@ -134,6 +134,7 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("mlflow.utils.autologging_utils.safety:_wrap_patch", "hyperopt", ("destination", "name", "patch_obj")),
     Internal("mlflow.utils.autologging_utils.safety:update_wrapper_extended", "hyperopt", ("wrapper", "wrapped")),
     Internal("mlflow.utils.autologging_utils.safety:_AutologgingSessionManager.active_session", "hyperopt"),
+    Internal("mlflow.utils.autologging_utils.safety:_AutologgingSessionManager.start_session", "hyperopt", ("integration",)),
     Internal("mlflow.utils.autologging_utils.safety:is_testing", "hyperopt"),
     Internal("mlflow.tracking.fluent:_active_run_stack", "hyperopt"),
     Internal("mlflow.utils.gorilla:get_original_attribute", "hyperopt"),
