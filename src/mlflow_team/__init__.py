@@ -30,9 +30,16 @@ def autolog(disable: bool = False, exclusive: bool = False, silent: bool = False
 
     Keyword arguments other than these three go to ``mlflow.autolog`` (``log_models=False``, ...).
     """
+    from importlib.util import find_spec
+
     import mlflow
 
-    from mlflow_team import hyperopt
-
     mlflow.autolog(disable=disable, exclusive=exclusive, silent=silent, **kwargs)
-    hyperopt.autolog(disable=disable, exclusive=exclusive, silent=silent)
+    try:
+        installed = find_spec("hyperopt") is not None
+    except ValueError:  # in sys.modules as None: imports of it are blocked
+        installed = False
+    if installed:  # as mlflow.autolog skips what is not installed
+        from mlflow_team import hyperopt
+
+        hyperopt.autolog(disable=disable, exclusive=exclusive, silent=silent)

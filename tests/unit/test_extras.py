@@ -163,3 +163,20 @@ def test_an_installed_dependency_is_neither_an_error_nor_a_warning(caplog):
     extras.require("pymysql", "X")
     assert extras.warn_if_missing("pymysql", "X", "Y") is False
     assert caplog.records == []
+
+
+def test_hyperopt_autologging_without_hyperopt_says_which_extra_and_does_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, logging; sys.modules['hyperopt'] = None; logging.basicConfig()\n"
+        "import mlflow_team.hyperopt\n"
+        "mlflow_team.hyperopt.autolog()\n"
+        "print('ran on')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "ran on" in result.stdout
+    assert 'pip install "mlflow-team[hyperopt]"' in result.stderr
+    assert "hyperopt searches are not logged" in result.stderr

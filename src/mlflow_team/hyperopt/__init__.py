@@ -43,8 +43,11 @@ def autolog(
     """
     from mlflow.utils.import_hooks import register_post_import_hook
 
+    from mlflow_team import extras
     from mlflow_team.store import compat
 
+    if not disable and extras.warn_if_missing("hyperopt", "mlflow_team.hyperopt.autolog()", "hyperopt searches are not logged"):
+        return
     if not disable and not compat.use("hyperopt"):
         return  # compat logged why, once: a search then runs exactly as without autologging
     register_post_import_hook(_patch, "hyperopt", overwrite=True)
