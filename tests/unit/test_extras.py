@@ -180,3 +180,23 @@ def test_hyperopt_autologging_without_hyperopt_says_which_extra_and_does_nothing
     assert "ran on" in result.stdout
     assert 'pip install "mlflow-team[hyperopt]"' in result.stderr
     assert "hyperopt searches are not logged" in result.stderr
+
+
+def test_hyperopt_autologging_without_matplotlib_logs_the_search_without_plots(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, logging; sys.modules['matplotlib'] = None; logging.basicConfig()\n"
+        "import mlflow, mlflow_team.hyperopt\n"
+        "from hyperopt import fmin, hp, tpe\n"
+        f"mlflow.set_tracking_uri('team+sqlite:///{tmp_path}/mlflow.db')\n"
+        "mlflow_team.hyperopt.autolog()\n"
+        "fmin(lambda x: x ** 2, hp.uniform('x', -1, 1), algo=tpe.suggest, max_evals=3, show_progressbar=False)\n"
+        "[parent] = mlflow.search_runs(filter_string=\"tags.hyperopt.stop_reason != ''\", output_format='list')\n"
+        "print(sorted(a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, 'hyperopt')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "['hyperopt/search_space.json', 'hyperopt/trials.csv']" in result.stdout
+    assert 'pip install "mlflow-team[hyperopt]"' in result.stderr

@@ -159,9 +159,16 @@ def _summarise(fmin_iter, run_id: str, seconds: float, reason: str, before: set)
     client = MlflowClient()
     client.log_text(run_id, report.space_json(domain.expr), "hyperopt/search_space.json")
     client.log_text(run_id, table.csv(), "hyperopt/trials.csv")
-    if get_autologging_config(FLAVOR_NAME, "log_plots", True) and table.rows:
+    if get_autologging_config(FLAVOR_NAME, "log_plots", True) and table.rows and not _without_matplotlib():
         for name, figure in report.plots(table):
             client.log_figure(run_id, figure, f"hyperopt/{name}.png")
+
+
+def _without_matplotlib() -> bool:
+    """The plots need matplotlib (the hyperopt extra): without it, say so and log the rest."""
+    from mlflow_team import extras
+
+    return extras.warn_if_missing("matplotlib", "the plots of hyperopt autologging", "the search is logged without plots")
 
 
 class _StopRecorder:
