@@ -249,3 +249,18 @@ def test_every_rule_policy_file_still_parses_with_identity_on(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text(EVERY_RULE_TOML)
     assert config.load_policy_file(path).identity is not None
+
+
+def test_a_model_version_records_its_author_as_its_creator(tmp_path, monkeypatch):
+    """The stock UI shows a version's own user_id as "Created by"; stock MLflow leaves it empty."""
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TEAM_AUTHOR", "alexa@example.com")
+    uri = f"team+sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run = client.create_run("0")
+    client.create_registered_model("vision.authors")
+    created = client.create_model_version("vision.authors", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    assert created.user_id == "alexa@example.com"
+    [found] = client.search_model_versions("name = 'vision.authors'")
+    assert found.user_id == "alexa@example.com" and found.tags["team.author"] == "alexa@example.com"

@@ -175,7 +175,7 @@ LEAN_COLUMNS = {
 #: Columns the links queries (protected deletions) read; a subset is enough.
 LINK_COLUMNS = {
     ("mlflow.store.model_registry.dbmodels.models", "SqlModelVersion"): {
-        "name", "version", "current_stage", "run_id", "source",
+        "name", "version", "current_stage", "run_id", "source", "user_id",
     },
     ("mlflow.store.model_registry.dbmodels.models", "SqlRegisteredModelAlias"): {"name", "alias", "version"},
     ("mlflow.store.tracking.dbmodels.models", "SqlLoggedModel"): {"model_id", "source_run_id", "experiment_id"},

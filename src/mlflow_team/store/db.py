@@ -181,6 +181,14 @@ def replica_kwargs(init_path: str, read_db_uri: str | None) -> dict[str, Any]:
     return {}
 
 
+def write_session(maker: Any):
+    """A session for writing, from the team sessions or MLflow's (3.12's take no ``read_only``)."""
+    try:
+        return maker(read_only=False)
+    except TypeError:
+        return maker()
+
+
 def atomic(maker: Any):
     """One transaction for the block where the team sessions are in place; otherwise a no-op
     (MLflow's own sessions keep stock's transactions)."""

@@ -105,3 +105,12 @@ def run_is_deleted(session: Session, run_id: str) -> bool:
 
     stage = session.query(SqlRun.lifecycle_stage).filter(SqlRun.run_uuid == run_id).scalar()
     return stage == LifecycleStage.DELETED
+
+
+def set_version_user(session: Session, name: str, version, user_id: str) -> None:
+    """Record who created a model version in its own ``user_id`` column."""
+    from mlflow.store.model_registry.dbmodels.models import SqlModelVersion
+
+    session.query(SqlModelVersion).filter(
+        SqlModelVersion.name == name, SqlModelVersion.version == int(version)
+    ).update({SqlModelVersion.user_id: user_id}, synchronize_session=False)

@@ -70,9 +70,18 @@ class TeamRegistryStoreMixin(db.TeamStoreHooks):
             stamped = policy.stamp_new_tags(self.policy, stamp, author_tags)
             present.update((k, stamped[k]) for k in policy.STAMPED_TAGS)
             tags = [ModelVersionTag(key, value) for key, value in present.items()]
-        return super().create_model_version(
-            name, source, run_id, tags, run_link, description, local_model_path, model_id
-        )
+        if stamp is None:
+            return super().create_model_version(
+                name, source, run_id, tags, run_link, description, local_model_path, model_id
+            )
+        with db.atomic(self.ManagedSessionMaker):
+            created = super().create_model_version(
+                name, source, run_id, tags, run_link, description, local_model_path, model_id
+            )
+            # The version's own user_id is what the UI shows as "Created by"; stock leaves it empty.
+            with db.write_session(self.ManagedSessionMaker) as session:
+                links.set_version_user(session, name, created.version, stamp.author)
+        return self.get_model_version(name, created.version)
 
     def set_model_version_tag(self, name, version, tag):
         policy.check_author_tag_write(self.policy, tag.key, tag.value)
