@@ -222,7 +222,7 @@ def _warn_near_misses(read: Path | None) -> None:
     if str(folder) in _near_miss_dirs_seen:
         return
     _near_miss_dirs_seen.add(str(folder))
-    source = str(read) if read is not None else Policy().source
+    source = str(read) if read is not None else DEFAULT_SOURCE
     for path in policy_near_misses(folder, read):
         _logger.warning(
             "mlflow-team: %s",
@@ -232,10 +232,20 @@ def _warn_near_misses(read: Path | None) -> None:
         )
 
 
+#: Where the policy in force comes from when no file is read.
+DEFAULT_SOURCE = "built-in defaults (identity, protected-deletions, lossless-values)"
+
+
 def load_policy() -> Policy:
     """The policy in force for this process (validated; raises ``PolicyFileError``)."""
     path = policy_path()
-    return Policy() if path is None else load_policy_file(path)
+    return default_policy() if path is None else load_policy_file(path)
+
+
+def default_policy() -> Policy:
+    """The policy without a file: an empty policy document, so the same rules are on by default
+    (identity stamping, protected deletions, lossless values)."""
+    return parse_policy({}, source=DEFAULT_SOURCE)
 
 
 def load_policy_file(path: str | os.PathLike[str]) -> Policy:
@@ -344,10 +354,10 @@ def parse_policy(
         # A default makes a tag required too: it is filled in whenever a run lacks it.
         fields["required_tags"] = tuple(dict.fromkeys([*tags, *defaults]))
         fields["tag_defaults"] = dict(defaults)
-    if on("protected-deletions") is not None:
-        fields["protected_deletions"] = True
-    if on("lossless-values") is not None:
-        fields["lossless_values"] = True
+    # On unless turned off: the README promises both, and a default that has to be asked for is
+    # one nobody gets ([protected-deletions] enabled = false turns it off, as [identity] does).
+    fields["protected_deletions"] = data.get("protected-deletions", {}).get("enabled", True)
+    fields["lossless_values"] = data.get("lossless-values", {}).get("enabled", True)
     if (table := on("reserved-tags")) is not None:
         extra = []
         if "extra" in table:

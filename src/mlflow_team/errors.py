@@ -106,49 +106,58 @@ VALUE_TOO_LONG = (
     "{kind} {key!r} value {value} ({length} characters) was rejected: {kind_lower} values are "
     "limited to {limit} characters and stock MLflow would silently truncate it. Log the full "
     "text as an artifact instead, for example mlflow.log_text(value, '{artifact}'). "
+    "The whole team can opt out with [lossless-values] enabled = false in the policy file. "
     "[rule: lossless-values]"
 )
 METRIC_NOT_FINITE = (
     "Metric {key!r} value {value!r} was rejected: metric values must be finite floats (stock "
     "MLflow would store it as {stored!r}). Clip or skip it, for example "
-    "mlflow.log_metric({key!r}, min(value, 1e308)). [rule: lossless-values]"
+    "mlflow.log_metric({key!r}, min(value, 1e308)). The whole team can opt out with "
+    "[lossless-values] enabled = false in the policy file. [rule: lossless-values]"
 )
 METRIC_NOT_INTEGRAL = (
     "Metric {key!r} {field} {value!r} was rejected: metric {field}s must be whole numbers (stock "
     "MLflow would store {stored!r}). Pass an integer, for example {field}={example!r}. "
+    "The whole team can opt out with [lossless-values] enabled = false in the policy file. "
     "[rule: lossless-values]"
 )
 RUN_DELETE_PROTECTED = (
     "Run {run_id!r} cannot be deleted: it backs the registered model version(s) {versions}. "
     "Delete those versions first, for example "
-    "MlflowClient().delete_model_version({name!r}, {version!r}). [rule: protected-deletions]"
+    "MlflowClient().delete_model_version({name!r}, {version!r}). The whole team can opt out with "
+    "[protected-deletions] enabled = false in the policy file. [rule: protected-deletions]"
 )
 EXPERIMENT_DELETE_PROTECTED = (
     "Experiment {experiment_id!r} cannot be deleted: its runs or models back the registered "
     "model version(s) {versions}. Delete those versions first, for example "
-    "MlflowClient().delete_model_version({name!r}, {version!r}). [rule: protected-deletions]"
+    "MlflowClient().delete_model_version({name!r}, {version!r}). The whole team can opt out with "
+    "[protected-deletions] enabled = false in the policy file. [rule: protected-deletions]"
 )
 LOGGED_MODEL_DELETE_PROTECTED = (
     "Logged model {model_id!r} cannot be deleted: it backs the registered model version(s) "
     "{versions}. Delete those versions first, for example "
-    "MlflowClient().delete_model_version({name!r}, {version!r}). [rule: protected-deletions]"
+    "MlflowClient().delete_model_version({name!r}, {version!r}). The whole team can opt out with "
+    "[protected-deletions] enabled = false in the policy file. [rule: protected-deletions]"
 )
 MODEL_VERSION_DELETE_PROTECTED = (
     "Version {version!r} of registered model {name!r} cannot be deleted: it holds the "
     "alias(es) {aliases}. Remove them first, for example "
     "MlflowClient().delete_registered_model_alias({name!r}, {alias!r}). "
-    "[rule: protected-deletions]"
+    "The whole team can opt out with [protected-deletions] enabled = false in the policy "
+    "file. [rule: protected-deletions]"
 )
 REGISTERED_MODEL_DELETE_PROTECTED = (
     "Registered model {name!r} cannot be deleted: its versions hold the alias(es) {aliases}. "
     "Remove them first, for example "
     "MlflowClient().delete_registered_model_alias({name!r}, {alias!r}). "
-    "[rule: protected-deletions]"
+    "The whole team can opt out with [protected-deletions] enabled = false in the policy "
+    "file. [rule: protected-deletions]"
 )
 VERSION_FROM_DELETED_RUN = (
     "A version of registered model {name!r} from run {run_id!r} was rejected: that run is "
     "deleted, and a registered version must not depend on a deleted run. Restore it first, for "
-    "example MlflowClient().restore_run({run_id!r}). [rule: protected-deletions]"
+    "example MlflowClient().restore_run({run_id!r}). The whole team can opt out with "
+    "[protected-deletions] enabled = false in the policy file. [rule: protected-deletions]"
 )
 
 # --- configuration and set-up ---------------------------------------------------------------

@@ -16,25 +16,34 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_without_a_file_only_identity_stamping_is_on():
+def test_without_a_file_the_safe_rules_are_on():
+    """What the README promises without any set-up: no deleting what a registered model depends
+    on, no silently changed values, stamped authors."""
     policy = config.load_policy()
-    assert policy.enabled_rules() == ["identity"]
+    assert policy.enabled_rules() == ["protected-deletions", "lossless-values", "identity"]
     assert policy.source.startswith("built-in defaults")
 
 
+def test_a_file_can_turn_the_safe_rules_off(tmp_path):
+    (tmp_path / "mlflow-team.toml").write_text(
+        "[protected-deletions]\nenabled = false\n[lossless-values]\nenabled = false\n"
+    )
+    assert config.load_policy().enabled_rules() == ["identity"]
+
+
 def test_file_in_the_working_directory_is_used(tmp_path):
-    (tmp_path / "mlflow-team.toml").write_text("[lossless-values]\n")
+    (tmp_path / "mlflow-team.toml").write_text("[lossless-values]\nenabled = false\n")
     policy = config.load_policy()
-    assert policy.enabled_rules() == ["lossless-values", "identity"]
+    assert policy.enabled_rules() == ["protected-deletions", "identity"]
     assert policy.source == str(tmp_path / "mlflow-team.toml")
 
 
 def test_env_var_wins_over_the_working_directory(tmp_path, monkeypatch):
-    (tmp_path / "mlflow-team.toml").write_text("[lossless-values]\n")
+    (tmp_path / "mlflow-team.toml").write_text("[lossless-values]\nenabled = false\n")
     other = tmp_path / "other.toml"
-    other.write_text("[protected-deletions]\n")
+    other.write_text("[protected-deletions]\nenabled = false\n")
     monkeypatch.setenv("MLFLOW_TEAM_POLICY", str(other))
-    assert config.load_policy().enabled_rules() == ["protected-deletions", "identity"]
+    assert config.load_policy().enabled_rules() == ["lossless-values", "identity"]
 
 
 def test_env_var_naming_a_missing_file_fails(monkeypatch, tmp_path):
@@ -52,7 +61,8 @@ def test_every_rule_file_parses(tmp_path):
 
 def test_enabled_false_switches_a_rule_off(tmp_path):
     policy = config.load_policy_file(
-        write(tmp_path, "[lossless-values]\nenabled = false\n[identity]\nenabled = false\n")
+        write(tmp_path, "[lossless-values]\nenabled = false\n[identity]\nenabled = false\n"
+                        "[protected-deletions]\nenabled = false\n")
     )
     assert policy.enabled_rules() == []
 
@@ -138,7 +148,7 @@ def test_a_near_miss_in_the_working_directory_is_warned_about_once_naming_what_i
     assert near_miss_warnings(caplog) == [
         f"mlflow-team: The file '{name}' in {tmp_path} looks like a policy file but is not read: mlflow-team reads "
         "'mlflow-team.toml' in the working directory, or the file MLFLOW_TEAM_POLICY names, and the policy in force "
-        "comes from built-in defaults (identity stamping only). Rename it to mlflow-team.toml (the policy is TOML), "
+        f"comes from {config.DEFAULT_SOURCE}. Rename it to mlflow-team.toml (the policy is TOML), "
         f"or point MLFLOW_TEAM_POLICY at it, for example: export MLFLOW_TEAM_POLICY={tmp_path / name}"
         for name in ("mlflow-team.yaml", "mlflow_team.toml")
     ]

@@ -238,3 +238,21 @@ def test_a_name_rejection_shows_the_pattern_as_written(every_rule):
     with pytest.raises(errors.PolicyViolation, match=r"registered model names must match") as info:
         policy.check_registered_model_name(every_rule, "MyModel")
     assert "must match '^[a-z0-9-]+\\.[a-z0-9-]+$'. " in info.value.message  # one backslash, as in the file
+
+
+@pytest.mark.parametrize(
+    ("template", "rule"),
+    [
+        (errors.VALUE_TOO_LONG, "lossless-values"), (errors.METRIC_NOT_FINITE, "lossless-values"),
+        (errors.METRIC_NOT_INTEGRAL, "lossless-values"), (errors.RUN_DELETE_PROTECTED, "protected-deletions"),
+        (errors.EXPERIMENT_DELETE_PROTECTED, "protected-deletions"),
+        (errors.LOGGED_MODEL_DELETE_PROTECTED, "protected-deletions"),
+        (errors.MODEL_VERSION_DELETE_PROTECTED, "protected-deletions"),
+        (errors.REGISTERED_MODEL_DELETE_PROTECTED, "protected-deletions"),
+        (errors.VERSION_FROM_DELETED_RUN, "protected-deletions"),
+    ],
+)
+def test_a_refusal_by_a_default_rule_says_how_the_team_opts_out(template, rule):
+    """Both rules are on without a policy file: every refusal says how to turn them off."""
+    assert f"[{rule}] enabled = false in the policy" in " ".join(template.split())
+    assert template.endswith(f"[rule: {rule}]")

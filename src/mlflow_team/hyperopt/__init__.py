@@ -46,11 +46,23 @@ def autolog(
     from mlflow_team import extras
     from mlflow_team.store import compat
 
-    if not disable and extras.warn_if_missing("hyperopt", "mlflow_team.hyperopt.autolog()", "hyperopt searches are not logged"):
+    if not disable and not _installed("hyperopt") and extras.warn_if_missing(
+        "hyperopt", "mlflow_team.hyperopt.autolog()", "hyperopt searches are not logged"
+    ):
         return
     if not disable and not compat.use("hyperopt"):
         return  # compat logged why, once: a search then runs exactly as without autologging
     register_post_import_hook(_patch, "hyperopt", overwrite=True)
+
+
+def _installed(name: str) -> bool:
+    """Whether ``name`` can be imported, without importing it (autolog may come first)."""
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(name) is not None
+    except ValueError:  # in sys.modules as None: its imports are blocked
+        return False
 
 
 def _patch(hyperopt_module) -> None:
