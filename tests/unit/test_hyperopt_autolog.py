@@ -39,33 +39,7 @@ def objective(point):
     return {"loss": loss, "status": STATUS_OK, "rmse": loss * 10, "note": "not a number"}
 
 
-@pytest.fixture(scope="module")
-def database(tmp_path_factory):
-    return f"team+sqlite:///{tmp_path_factory.mktemp('hyperopt')}/mlflow.db"
-
-
-def disable_framework_autologging():
-    """``mlflow.autolog(disable=True)`` leaves alone an integration turned on by its own call
-    (``mlflow.xgboost.autolog()``): without this, a test's xgboost autologging (models included)
-    would go on in every later test. Only those (an integration's own call, even to disable it,
-    keeps a later ``mlflow.autolog()`` from configuring it)."""
-    from mlflow.utils.autologging_utils import autologging_is_disabled
-
-    for flavor in ("xgboost", "sklearn"):
-        if flavor in sys.modules and not autologging_is_disabled(flavor):
-            getattr(mlflow, flavor).autolog(disable=True)
-
-
-@pytest.fixture
-def experiment(database, request):
-    """An experiment of its own per test (one database per module: it is slow to create)."""
-    mlflow.set_tracking_uri(database)
-    experiment = mlflow.set_experiment(f"hyperopt/{request.node.name}")
-    team_hyperopt.autolog()
-    yield experiment.experiment_id
-    team_hyperopt.autolog(disable=True)
-    mlflow.autolog(disable=True)
-    disable_framework_autologging()
+EXPERIMENT_PREFIX = "hyperopt"  # experiments of this module: <prefix>/<test name>
 
 
 def runs_of(experiment_id):

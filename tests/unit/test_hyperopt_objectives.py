@@ -69,35 +69,7 @@ def objective(params):
     return {"loss": rmse, "status": STATUS_OK}
 
 
-@pytest.fixture(scope="module")
-def database(tmp_path_factory):
-    return f"team+sqlite:///{tmp_path_factory.mktemp('objectives')}/mlflow.db"
-
-
-def disable_framework_autologging():
-    """``mlflow.autolog(disable=True)`` leaves alone an integration turned on by its own call
-    (``mlflow.xgboost.autolog()``): without this, a test's xgboost autologging (models included)
-    would go on in every later test. Only those (an integration's own call, even to disable it,
-    keeps a later ``mlflow.autolog()`` from configuring it)."""
-    from mlflow.utils.autologging_utils import autologging_is_disabled
-
-    for flavor in ("xgboost", "sklearn"):
-        if flavor in sys.modules and not autologging_is_disabled(flavor):
-            getattr(mlflow, flavor).autolog(disable=True)
-
-
-@pytest.fixture
-def experiment(database, request):
-    """An experiment of its own per test, hyperopt autologging on; everything off afterwards."""
-    mlflow.set_tracking_uri(database)
-    experiment = mlflow.set_experiment(f"objectives/{request.node.name}")
-    team_hyperopt.autolog()
-    yield experiment.experiment_id
-    team_hyperopt.autolog(disable=True)
-    mlflow.autolog(disable=True)
-    disable_framework_autologging()
-    while mlflow.active_run():  # a failed test leaves no run behind for the next
-        mlflow.end_run()
+EXPERIMENT_PREFIX = "objectives"  # experiments of this module: <prefix>/<test name>
 
 
 def search(objective, max_evals=3, seed=0, **kwargs):
