@@ -290,10 +290,10 @@ def artifacts_clean_up(uri: str, older_than_hours: float) -> None:
 
     if not uri.startswith("team+s3://"):
         raise click.BadParameter(f"{uri!r} is not a team+s3:// URI, for example team+s3://my-bucket/mlflow")
-    from mlflow_team.artifacts.s3 import TeamS3ArtifactRepository
+    from mlflow_team.entrypoints import s3_artifact_repository
 
-    try:
-        aborted = TeamS3ArtifactRepository(uri).clean_up(timedelta(hours=older_than_hours))
+    try:  # through the entry point: a missing boto3 names the extra that installs it
+        aborted = s3_artifact_repository(uri).clean_up(timedelta(hours=older_than_hours))
     except MlflowException as exc:
         click.echo(f"[ERROR] {exc.message}", err=True)
         sys.exit(1)

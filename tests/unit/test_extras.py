@@ -200,3 +200,14 @@ def test_hyperopt_autologging_without_matplotlib_logs_the_search_without_plots(t
     assert result.returncode == 0, result.stderr[-3000:]
     assert "['hyperopt/search_space.json', 'hyperopt/trials.csv']" in result.stdout
     assert 'pip install "mlflow-team[hyperopt]"' in result.stderr
+
+
+def test_artifacts_clean_up_without_boto3_names_the_s3_extra(monkeypatch):
+    from click.testing import CliRunner
+
+    from mlflow_team.cli import cli
+
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    result = CliRunner().invoke(cli, ["artifacts", "clean-up", "team+s3://bucket/prefix"])
+    assert result.exit_code == 1
+    assert 'pip install "mlflow-team[s3]"' in result.output
