@@ -162,7 +162,26 @@ class TeamStoreHooks:
         if self._team_sessions:
             engine, read_engine = self.engine, getattr(self, "read_engine", None)  # type: ignore[attr-defined]
             self.ManagedSessionMaker = ManagedSessions(engine, read_engine)
-        super()._initialize_store_state()  # type: ignore[misc]
+        try:
+            super()._initialize_store_state()  # type: ignore[misc]
+        except Exception as exc:
+            # MLflow 3.12 looks for the Default experiment and creates it in two transactions:
+            # processes starting together on a new database race, and the losers fail on the
+            # unique key. Looking again finds the winner's.
+            if not _is_unique_violation(exc):
+                raise
+            super()._initialize_store_state()  # type: ignore[misc]
+
+
+def _is_unique_violation(exc: BaseException) -> bool:
+    current: BaseException | None = exc
+    for _ in range(10):
+        if current is None:
+            return False
+        if isinstance(current, sqlalchemy.exc.IntegrityError) or "UNIQUE constraint failed" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def hardened(url: str) -> bool:
