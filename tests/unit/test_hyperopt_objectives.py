@@ -79,6 +79,23 @@ def search(objective, max_evals=3, seed=0, **kwargs):
     )
 
 
+def search_serially_or_in_threads(threads: bool, max_evals: int = 3) -> None:
+    """The course's objective with ``Trials``, or with trials evaluated two at a time in threads."""
+    trials = ThreadedTrials(workers=2) if threads else Trials()
+    try:
+        search(objective, max_evals=max_evals, trials=trials, max_queue_len=2 if threads else 1)
+    finally:
+        if threads:
+            trials.pool.shutdown()
+
+
+def parent_and_own_runs(experiment_id):
+    """The search's parent run, and every other run of the experiment."""
+    runs = all_runs(experiment_id)
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return parent, [r for r in runs if r is not parent]
+
+
 def all_runs(experiment_id):
     return MlflowClient().search_runs([experiment_id], order_by=["attributes.start_time ASC"], max_results=1000)
 
@@ -198,15 +215,8 @@ def test_an_error_inside_the_objectives_run_fails_the_trial_and_reaches_the_call
 @pytest.mark.parametrize("threads", [False, True], ids=["serial", "threads"])
 def test_with_log_trial_runs_false_the_objectives_own_runs_nest_under_the_parent(experiment, threads):
     team_hyperopt.autolog(log_trial_runs=False, log_plots=False)
-    trials = ThreadedTrials(workers=2) if threads else Trials()
-    try:
-        search(objective, trials=trials, max_queue_len=2 if threads else 1)
-    finally:
-        if threads:
-            trials.pool.shutdown()
-    runs = all_runs(experiment)
-    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    own = [r for r in runs if r is not parent]
+    search_serially_or_in_threads(threads)
+    parent, own = parent_and_own_runs(experiment)
     assert len(own) == 3
     assert {r.data.tags["mlflow.parentRunId"] for r in own} == {parent.info.run_id}
     assert all(r.info.status == "FINISHED" and r.data.tags["model"] == "xgboost" and "rmse" in r.data.metrics for r in own)
@@ -233,15 +243,8 @@ def test_xgboost_autologging_inside_the_course_objective_lands_in_its_run(experi
     settings, threads = AUTOLOG_CASES[case]
     team_hyperopt.autolog(log_plots=False, **settings)
     mlflow.xgboost.autolog(log_models=False, log_datasets=False)
-    trials = ThreadedTrials(workers=2) if threads else Trials()
-    try:
-        search(objective, max_evals=2, trials=trials, max_queue_len=2 if threads else 1)
-    finally:
-        if threads:
-            trials.pool.shutdown()
-    runs = all_runs(experiment)
-    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    own = [r for r in runs if r is not parent]
+    search_serially_or_in_threads(threads, max_evals=2)
+    parent, own = parent_and_own_runs(experiment)
     assert len(own) == 2
     for run in own:
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.data.tags["model"] == "xgboost"
