@@ -353,7 +353,12 @@ def main() -> None:  # pragma: no cover - console entry
               help="Run it through HTTP: moto's S3 and `mlflow server` (team store, team+s3) on 127.0.0.1.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="With --server: keep both servers up for you to browse until Ctrl-C.")
-def demo(workdir, trials, train, valid, rows, max_train_seconds, max_model_mb, with_server, wait) -> None:
+@click.option("--spark", is_flag=True,
+              help="Tune on a local Spark session with hyperopt's SparkTrials (needs the spark extra and Java).")
+@click.option("--parallelism", type=click.IntRange(min=1), default=2, show_default=True,
+              help="With --spark: trials evaluated at once (one Spark task each).")
+def demo(workdir, trials, train, valid, rows, max_train_seconds, max_model_mb, with_server, wait, spark,
+         parallelism) -> None:
     """The course's NYC taxi workflow end to end, on team+sqlite and team+file.
 
     Baselines, xgboost tuned with hyperopt (autologged), selection by RMSE within a training-time
@@ -384,8 +389,12 @@ def demo(workdir, trials, train, valid, rows, max_train_seconds, max_model_mb, w
 
     settings = workflow.Settings(
         workdir=folder, trials=trials, train=train, valid=valid, train_rows=rows, valid_rows=max(rows // 2, 100),
-        max_training_time_s=max_train_seconds, max_model_size_mb=max_model_mb,
+        max_training_time_s=max_train_seconds, max_model_size_mb=max_model_mb, spark=parallelism if spark else 0,
     )
+    if spark:
+        from mlflow_team import extras
+
+        extras.require("pyspark", "mlflow-team demo --spark")
     if not with_server:
         tracking_uri = f"team+sqlite:///{folder / 'mlflow.db'}"
         mlflow.set_tracking_uri(tracking_uri)

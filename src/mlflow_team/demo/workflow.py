@@ -53,6 +53,8 @@ class Settings:
     max_model_size_mb: float = 5.0
     seed: int = 42
     progress: bool = True
+    #: Run the tuning step on a local Spark session with ``SparkTrials(parallelism=spark)`` (0: ``Trials``).
+    spark: int = 0
 
 
 @dataclass
@@ -185,7 +187,8 @@ def _run(settings: Settings, echo) -> Outcome:
     logged: list[int] = []
 
     def log_model(pipeline) -> float:
-        """Log the pipeline as the active run's model; return its size as stored, in MB."""
+        """Log the pipeline as the active run's model; return its size as stored, in MB. (Also called in
+        Spark executors: it takes nothing from this process but what pickles.)"""
         info = mlflow.sklearn.log_model(
             pipeline, name="model", input_example=example,
             signature=infer_signature(example, pipeline.predict(example)),
@@ -194,8 +197,7 @@ def _run(settings: Settings, echo) -> Outcome:
             pip_requirements=requirements,
         )
         mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
-        logged.append(logged_model_bytes(info.model_id, client))
-        return logged[-1] / 1e6
+        return logged_model_bytes(info.model_id) / 1e6
 
     echo(f"models: scikit-learn pipelines logged as {SERIALIZATION_FORMAT} (not skops, MLflow's default, "
          "which writes the DictVectorizer's vocabulary as about 1 KB of JSON per feature)")
@@ -208,6 +210,7 @@ def _run(settings: Settings, echo) -> Outcome:
             mlflow.log_params({"model": name, **{k: v for k, v in regressor.get_params().items() if k == "alpha"}})
             size = log_model(pipeline)
             mlflow.log_metrics({selection.RMSE: rmse, selection.TRAINING_TIME: seconds, selection.MODEL_SIZE: size})
+        logged.append(round(size * 1e6))
         echo(f"baseline {name}: RMSE {rmse:.3f} ({seconds:.2f} s, logged model {size:.3f} MB)")
 
     # 3. xgboost tuned with hyperopt; autologging makes every trial a run of its own.
@@ -226,7 +229,7 @@ def _run(settings: Settings, echo) -> Outcome:
             max_depth=int(params["max_depth"]), n_estimators=int(params["n_estimators"]),
             learning_rate=params["learning_rate"], reg_alpha=params["reg_alpha"],
             reg_lambda=params["reg_lambda"], min_child_weight=params["min_child_weight"],
-            objective="reg:squarederror", random_state=settings.seed, n_jobs=2,
+            objective="reg:squarederror", random_state=settings.seed, n_jobs=1 if settings.spark > 1 else 2,
         )
         pipeline = _pipeline(regressor)
         rmse, seconds = _fit(pipeline, train_frame, valid_frame)
@@ -237,10 +240,21 @@ def _run(settings: Settings, echo) -> Outcome:
             selection.TRAINING_TIME: seconds, selection.MODEL_SIZE: size,
         }
 
-    echo(f"tuning xgboost: {settings.trials} hyperopt trials (tpe)")
+    if settings.spark:
+        from hyperopt import SparkTrials
+
+        from mlflow_team.hyperopt.spark import local_session
+
+        local_session(max(settings.spark, 1))
+        trials = SparkTrials(parallelism=settings.spark)
+        echo(f"tuning xgboost: {settings.trials} hyperopt trials (tpe) on a local Spark session, "
+             f"{settings.spark} at a time")
+    else:
+        trials = Trials()
+        echo(f"tuning xgboost: {settings.trials} hyperopt trials (tpe)")
     try:
         with mlflow.start_run(run_name="xgboost-hyperopt", tags={**data_tags, "model": "xgboost"}) as tuning:
-            fmin(objective, space, algo=tpe.suggest, max_evals=settings.trials, trials=Trials(),
+            fmin(objective, space, algo=tpe.suggest, max_evals=settings.trials, trials=trials,
                  rstate=np.random.default_rng(settings.seed), show_progressbar=settings.progress)
     finally:
         mlflow_team.hyperopt.autolog(disable=True)
@@ -249,6 +263,8 @@ def _run(settings: Settings, echo) -> Outcome:
     runs = client.search_runs(
         [experiment_id], filter_string=f"tags.`{TAG_INVOCATION}` = '{invocation}'", max_results=1000
     )
+    logged += [round(r.data.metrics[selection.MODEL_SIZE] * 1e6) for r in runs
+               if r.data.tags.get("mlflow.parentRunId") == tuning.info.run_id and selection.MODEL_SIZE in r.data.metrics]
     candidates = selection.select(runs, settings.max_training_time_s, settings.max_model_size_mb)
     echo("\nmodel selection (validation RMSE, within "
          f"{settings.max_training_time_s:g} s of training and {settings.max_model_size_mb:g} MB of logged model, "

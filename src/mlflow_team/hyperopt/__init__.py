@@ -76,6 +76,7 @@ def _patch(hyperopt_module) -> None:
 
         safe_patch(FLAVOR_NAME, FMinIter, "exhaust", search.exhaust)
         _patch_trials(Domain)
+        _patch_spark()
         runs.install(FLAVOR_NAME)  # an objective's own mlflow.start_run() during a trial
         scope.install(FLAVOR_NAME)  # an autologging session per trial, in its thread
     except Exception as exc:
@@ -84,6 +85,40 @@ def _patch(hyperopt_module) -> None:
         logging.getLogger(__name__).warning(
             "mlflow-team: hyperopt autologging could not be set up (%s); searches are not logged.", exc
         )
+
+
+def _patch_spark() -> None:
+    """SparkTrials' launch and end of a trial (``hyperopt.spark._SparkFMinState``), where pyspark is
+    installed: the driver creates and ends each trial's run, the executor logs into it (``spark``)."""
+    import importlib
+
+    from mlflow_team.store import compat
+
+    hyperopt_spark = importlib.import_module("hyperopt.spark")
+    if not getattr(hyperopt_spark, "_have_spark", False) or not compat.use("spark"):
+        return
+    from mlflow_team.hyperopt import spark
+
+    state = hyperopt_spark._SparkFMinState  # its two methods are checked by the "spark" probe
+    _patch_method(state, "_run_trial_async", spark.run_trial_async)
+    _patch_method(state, "_finish_trial_run", spark.finish_trial_run)
+
+
+def _patch_method(owner, name: str, patch) -> None:
+    """``owner.name`` replaced by ``patch(original, self, ...)`` while autologging is on; a gorilla
+    patch stored with the integration's others (reverted by ``autolog(disable=True)``)."""
+    from mlflow.utils import gorilla
+    from mlflow.utils.autologging_utils import autologging_is_disabled
+    from mlflow.utils.autologging_utils.safety import _store_patch, _wrap_patch, update_wrapper_extended
+
+    original = gorilla.get_original_attribute(owner, name)
+
+    def patched(self, *args, **kwargs):
+        if autologging_is_disabled(FLAVOR_NAME):
+            return original(self, *args, **kwargs)
+        return patch(original, self, *args, **kwargs)
+
+    _store_patch(FLAVOR_NAME, _wrap_patch(owner, name, update_wrapper_extended(patched, original)))
 
 
 def _patch_trials(domain_class) -> None:

@@ -46,8 +46,9 @@ def space_json(expr) -> str:
 class TrialTable:
     """Every trial of a ``Trials`` object (errors included), with its point resolved."""
 
-    def __init__(self, expr, trials, known=lambda tid: None) -> None:
-        """``known(tid)``: the ``(params, numeric params)`` a trial already resolved, or None."""
+    def __init__(self, expr, trials, known=lambda tid: None, run_of=lambda tid: None) -> None:
+        """``known(tid)``: the ``(params, numeric params)`` a trial already resolved, or None;
+        ``run_of(tid)``: its run id where ``trials`` keeps no attachments."""
         self.rows: list[dict] = []
         for doc in trials._dynamic_trials:
             result = doc.get("result") or {}
@@ -66,7 +67,7 @@ class TrialTable:
                     "status": status,
                     "loss": float(loss) if isinstance(loss, (int, float)) else None,
                     "duration_s": _duration(doc),
-                    "run_id": _run_id(trials, doc),
+                    "run_id": _run_id(trials, doc) or run_of(doc["tid"]),
                     "params": params,
                     "numeric": numeric,
                 }

@@ -58,6 +58,7 @@ def exhaust(original, fmin_iter, *args, **kwargs):
             parent_run_id=run_id,
             experiment_id=run.info.experiment_id,
             tracking_uri=mlflow.get_tracking_uri(),
+            registry_uri=mlflow.get_registry_uri(),
             log_trial_runs=bool(get_autologging_config(FLAVOR_NAME, "log_trial_runs", True)),
             tags=tuple({**_context_tags(), **_inherited_tags(run_id), **extra_tags}.items()),
         )
@@ -65,13 +66,12 @@ def exhaust(original, fmin_iter, *args, **kwargs):
         stop = _StopRecorder(fmin_iter)
         domain.fn = trial.PointRecorder(objective)
         setattr(domain, trial.PARENT_ATTRIBUTE, search)
+        setattr(trials, trial.PARENT_ATTRIBUTE, search)  # SparkTrials launches trials from its own domain
         _republish_domain(fmin_iter)
         if trials.attachments is not None:
             trials.attachments[PARENT_ATTACHMENT] = run_id.encode()
     except Exception:
-        domain.fn = objective
-        if hasattr(domain, trial.PARENT_ATTRIBUTE):
-            delattr(domain, trial.PARENT_ATTRIBUTE)
+        _leave(domain, trials, objective)
         if own_run:
             mlflow.end_run("FAILED")
         raise  # safe_patch reports it as a warning and runs the search without autologging
@@ -80,7 +80,7 @@ def exhaust(original, fmin_iter, *args, **kwargs):
     try:
         result = original(fmin_iter, *args, **kwargs)
     except BaseException as exc:
-        trial._guarded(lambda: _leave(domain, objective))
+        trial._guarded(lambda: _leave(domain, trials, objective))
         trial._guarded(lambda: _flush_trials(search.key))
         reason = _reason_of(exc)
         trial._guarded(lambda: _summarise(fmin_iter, run_id, time.perf_counter() - started, reason, before))
@@ -89,7 +89,7 @@ def exhaust(original, fmin_iter, *args, **kwargs):
             trial._guarded(lambda: mlflow.end_run(status))
         raise
     try:
-        _leave(domain, objective)
+        _leave(domain, trials, objective)
         trial._guarded(lambda: _flush_trials(search.key))
         _summarise(fmin_iter, run_id, time.perf_counter() - started, stop.reason(started), before)
     finally:
@@ -98,7 +98,7 @@ def exhaust(original, fmin_iter, *args, **kwargs):
     return result
 
 
-def _leave(domain, objective) -> None:
+def _leave(domain, trials, objective) -> None:
     """The domain as it was before the search: its own objective, no parent run."""
     domain.fn = objective
     delattr(domain, trial.PARENT_ATTRIBUTE)
@@ -135,7 +135,9 @@ def _summarise(fmin_iter, run_id: str, seconds: float, reason: str, before: set)
     from mlflow.utils.autologging_utils import get_autologging_config
 
     trials, domain = fmin_iter.trials, fmin_iter.domain
-    table = report.TrialTable(domain.expr, trials, known=lambda tid: trial.resolved(run_id, tid))
+    table = report.TrialTable(
+        domain.expr, trials, known=lambda tid: trial.resolved(run_id, tid), run_of=lambda tid: trial.run_id_of(run_id, tid)
+    )
     now = int(time.time() * 1000)
     metrics = {f"trials_{status}": count for status, count in table.counts().items()}
     metrics["trials_evaluated"] = sum(1 for row in table.rows if row["tid"] not in before)
@@ -192,7 +194,9 @@ class _StopRecorder:
         if self.early_stopped:
             return "early_stop_fn"
         if getattr(it, "is_cancelled", False):
-            return "cancelled"
+            # SparkTrials cancels for its timeout and early_stop_fn itself, and says which
+            why = str(getattr(it.trials, "fmin_cancelled_reason", None) or "")
+            return {"fmin run timeout": "timeout", "early stopping condition": "early_stop_fn"}.get(why, "cancelled")
         losses = [loss for loss in it.trials.losses() if loss is not None and not math.isnan(loss)]
         if it.loss_threshold is not None and losses and min(losses) < it.loss_threshold:
             return "loss_threshold"

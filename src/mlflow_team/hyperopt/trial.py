@@ -36,6 +36,8 @@ _SKIPPED_RESULT_KEYS = {"loss", "status", "attachments"}
 #: ``(parent run id, tid) -> (params, numeric params)`` of the trials evaluated in this process,
 #: so the search's summary does not resolve each point a second time (taken by ``resolved``).
 _RESOLVED: dict[tuple[str, int], tuple[dict[str, str], dict[str, float]]] = {}
+#: ``(parent run id, tid) -> run id`` of trials whose Trials object keeps no attachments (SparkTrials).
+_RUN_IDS: dict[tuple[str, int], str] = {}
 _seen = threading.local()  # the point the objective of this thread's current trial was given
 
 
@@ -70,6 +72,7 @@ class SearchContext:
     experiment_id: str
     #: The search's tracking URI: every trial run goes where its parent is, whatever the thread.
     tracking_uri: str = ""
+    registry_uri: str = ""
     log_trial_runs: bool = True
     #: Tags every trial run starts with: the run context (source, user, git commit...) resolved
     #: once per search, ``extra_tags`` and those inherited from the parent.
@@ -133,6 +136,11 @@ def resolved(parent_run_id: str, tid) -> tuple[dict[str, str], dict[str, float]]
     return _RESOLVED.pop((parent_run_id, tid), None)
 
 
+def run_id_of(parent_run_id: str, tid) -> str | None:
+    """The run of a trial whose ``Trials`` keeps no attachments (SparkTrials), if this process made it."""
+    return _RUN_IDS.pop((parent_run_id, tid), None)
+
+
 def _start(client, search: SearchContext, ctrl):
     """Create the trial's run and make it this thread's active run (one write)."""
     from mlflow.tracking.fluent import ActiveRun, _active_run_stack
@@ -143,18 +151,23 @@ def _start(client, search: SearchContext, ctrl):
     # Same thread as the search: the active run is the parent. Another thread or process: the
     # search's parent, named explicitly.
     parent = stack[-1].info.run_id if stack else search.parent_run_id
-    name = f"trial-{tid}" if tid is not None else "trial"
-    tags = {
-        **dict(search.tags), TAG_AUTOLOGGING: "hyperopt", "mlflow.parentRunId": parent,
-        "mlflow.runName": name,
-    }
-    if tid is not None:
-        tags[TAG_TID] = str(tid)
-    run = client.create_run(search.experiment_id, tags=tags, run_name=name)
+    run = create_run(client, search, parent, tid)
     stack.append(ActiveRun(run))
     if ctrl is not None and tid is not None:
         _guarded(lambda: ctrl.attachments.__setitem__(RUN_ID_ATTACHMENT, run.info.run_id.encode()))
     return run
+
+
+def create_run(client, search: SearchContext, parent_run_id: str, tid):
+    """A trial's run, nested under ``parent_run_id``, named ``trial-<tid>`` (one write)."""
+    name = f"trial-{tid}" if tid is not None else "trial"
+    tags = {
+        **dict(search.tags), TAG_AUTOLOGGING: "hyperopt", "mlflow.parentRunId": parent_run_id,
+        "mlflow.runName": name,
+    }
+    if tid is not None:
+        tags[TAG_TID] = str(tid)
+    return client.create_run(search.experiment_id, tags=tags, run_name=name)
 
 
 def _end(client, search: SearchContext, run, domain, config, result, duration: float,
@@ -172,10 +185,26 @@ def _end(client, search: SearchContext, run, domain, config, result, duration: f
             mlflow.end_run()  # a run the objective started and left open
         stack.pop()
     try:
-        batch = _results(search, run, domain, config, result, duration, error)
+        seen, _seen.point = getattr(_seen, "point", None), None
+        if seen is None:  # an objective that takes (expr, memo, ctrl), or an error before the call
+            seen = space.params_of(space.resolve(domain.expr, config))
+        tid = run.data.tags.get(TAG_TID)
+        if tid is not None:
+            _RESOLVED[(search.parent_run_id, int(tid))] = seen
+        outcome = Outcome.of(result, error, cancelled=status == "KILLED")
+        batch = outcome.batch(seen[0], duration)
+        status = outcome.status
     except Exception as exc:  # still end the run; say what could not be logged
         _report(exc)
         batch = {}
+    write_end(client, search, run, batch, status, end_time)
+
+
+def write_end(client, search: SearchContext, run, batch: dict, status: str, end_time: int,
+              background: bool = True) -> None:
+    """Write a trial run's last batch and end it: one lean transaction with the team store in this
+    process; through a server, in the search's finisher (``background``) or here."""
+    run_id = run.info.run_id
     store = getattr(getattr(client, "_tracking_client", None), "store", None)
     finish_run = getattr(store, "finish_run", None)
     if finish_run is not None:
@@ -195,39 +224,50 @@ def _end(client, search: SearchContext, run, domain, config, result, duration: f
             log_batch(run_id, client=client, **batch)
         client.set_terminated(run_id, status, end_time)
 
+    if not background:
+        finish()
+        return
     # A server: the two requests go to the search's worker thread while the next trial runs.
     finisher.submit(search.key, f"trial run {run_id} ({run.info.run_name})", finish)
 
 
-def _results(search: SearchContext, run, domain, config, result, duration: float,
-             error: BaseException | None) -> dict:
-    """The trial's params, results and status, as one ``log_batch``."""
-    from mlflow.entities import Metric, Param, RunTag
+@dataclass(frozen=True)
+class Outcome:
+    """How a trial ended, as its run shows it: MLflow status, ``hyperopt.*`` tags, metrics."""
 
-    now = int(time.time() * 1000)
-    seen, _seen.point = getattr(_seen, "point", None), None
-    if seen is None:  # an objective that takes (expr, memo, ctrl), or an error before the call
-        seen = space.params_of(space.resolve(domain.expr, config))
-    params = seen[0]
-    tid = run.data.tags.get(TAG_TID)
-    if tid is not None:
-        _RESOLVED[(search.parent_run_id, int(tid))] = seen
-    metrics = {"trial_duration_s": duration}
-    tags = {}
-    if error is not None:
-        tags[TAG_STATUS] = "error"
-        tags[TAG_ERROR] = f"{type(error).__name__}: {error}"[:5000]
-    else:
-        tags[TAG_STATUS] = str(result.get("status", ""))
+    status: str  # FINISHED, FAILED (an exception, or the objective's STATUS_FAIL), KILLED
+    tags: dict
+    metrics: dict
+
+    @classmethod
+    def of(cls, result, error: BaseException | None, cancelled: bool = False, reason: str = "") -> "Outcome":
+        if cancelled:
+            why = reason or (f"{type(error).__name__}: {error}" if error is not None else "cancelled")
+            return cls("KILLED", {TAG_STATUS: "cancelled", TAG_ERROR: why[:5000]}, {})
+        if error is not None:
+            return cls("FAILED", {TAG_STATUS: "error", TAG_ERROR: f"{type(error).__name__}: {error}"[:5000]}, {})
+        if not isinstance(result, dict):  # a bare loss, as hyperopt reads it
+            result = {"loss": result, "status": "ok"}
+        status = str(result.get("status", ""))
+        metrics = {}
         if result.get("loss") is not None:
             metrics["loss"] = float(result["loss"])
-        extra = {k: v for k, v in result.items() if k not in _SKIPPED_RESULT_KEYS}
-        metrics.update(space.numbers(extra))
-    return {
-        "metrics": [Metric(k, v, now, 0) for k, v in metrics.items()],
-        "params": [Param(k, v) for k, v in params.items()],
-        "tags": [RunTag(k, v) for k, v in tags.items()],
-    }
+        metrics.update(space.numbers({k: v for k, v in result.items() if k not in _SKIPPED_RESULT_KEYS}))
+        return cls("FAILED" if status == "fail" else "FINISHED", {TAG_STATUS: status}, metrics)
+
+    def batch(self, params: dict[str, str], duration: float | None) -> dict:
+        """The trial's params, results and status tags, as one ``log_batch``."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        metrics = dict(self.metrics)
+        if duration is not None:
+            metrics["trial_duration_s"] = duration
+        return {
+            "metrics": [Metric(k, v, now, 0) for k, v in metrics.items()],
+            "params": [Param(k, v) for k, v in params.items()],
+            "tags": [RunTag(k, v) for k, v in self.tags.items()],
+        }
 
 
 def log_batch(run_id: str, metrics=(), params=(), tags=(), client=None) -> None:

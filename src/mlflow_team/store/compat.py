@@ -65,6 +65,8 @@ GROUPS = {
         Group("s3", "guard", "team+s3 uploads carry their checksums, tags and encryption",
               "team+s3 refuses to start"),
         Group("hyperopt", "client", "hyperopt autologging patches", "autologging off, with a warning"),
+        Group("spark", "client", "SparkTrials: trial runs created and ended by the driver, logged into by executors",
+              "a SparkTrials search logs its parent run only, with a warning"),
         Group("cli", "client", "`mlflow-team doctor` lists MLflow's plugin registries",
               "doctor skips the plugin list"),
     )
@@ -138,6 +140,10 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("mlflow.utils.autologging_utils.safety:is_testing", "hyperopt"),
     Internal("mlflow.tracking.fluent:_active_run_stack", "hyperopt"),
     Internal("mlflow.utils.gorilla:get_original_attribute", "hyperopt"),
+    # spark: hyperopt's own internals where SparkTrials launches and ends a trial (not MLflow's)
+    Internal("hyperopt.spark:_SparkFMinState._run_trial_async", "spark", ("trial",)),
+    Internal("hyperopt.spark:_SparkFMinState._finish_trial_run", "spark", ("is_success", "is_cancelled", "trial", "data")),
+    Internal("mlflow.utils.autologging_utils:AUTOLOGGING_INTEGRATIONS", "spark"),
     # cli: MLflow's plugin registries, for `mlflow-team doctor`
     Internal("mlflow.tracking._tracking_service.utils:_tracking_store_registry", "cli"),
     Internal("mlflow.tracking._tracking_service.utils:_get_store", "cli"),
