@@ -99,7 +99,7 @@ def test_reserved_tag_write_is_forbidden_with_403(every_rule):
 
 def test_author_tag_write_is_forbidden_while_identity_is_on(every_rule):
     for key in ("mlflow.user", "team.author", "team.author_verified"):
-        with pytest.raises(errors.ReservedTag, match=rf"Tag '{key}' \(value 'mallory'\) on run 'r1' was rejected: the author") as info:
+        with pytest.raises(errors.ReservedTag, match=rf"Tag '{key}' \(value 'mallory'\) on run 'r1' was rejected") as info:
             policy.decide_tag_write(every_rule, run_tags((key, "mallory")))
         assert info.value.get_http_status_code() == 403
         assert info.value.message.endswith("[rule: identity]")
@@ -107,7 +107,9 @@ def test_author_tag_write_is_forbidden_while_identity_is_on(every_rule):
 
 def test_reserved_tag_delete_is_forbidden(every_rule):
     with pytest.raises(errors.ReservedTag, match=r"Tag 'team.author_verified' \(deleted\) on run 'r1'"):
-        policy.decide_tag_write(every_rule, policy.tag_write(policy.RUN, policy.DELETE, ["r1"], [("team.author_verified", None)]))
+        policy.decide_tag_write(
+            every_rule, policy.tag_write(policy.RUN, policy.DELETE, ["r1"], [("team.author_verified", None)])
+        )
 
 
 def test_param_over_the_limit_is_rejected_not_truncated(every_rule):
