@@ -92,7 +92,7 @@ class NameRule:
 
 @dataclass(frozen=True)
 class Policy:
-    """What the team enforces. ``Policy()`` rejects nothing."""
+    """What the team enforces. ``Policy()`` rejects nothing but client writes of the author tags."""
 
     experiment_name: NameRule | None = None
     registered_model_name: NameRule | None = None

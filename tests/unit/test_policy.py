@@ -325,6 +325,16 @@ def test_without_identity_stamping_the_author_tags_are_ordinary_tags(entity, act
 
 
 @pytest.mark.parametrize(("entity", "action", "ids"), WRITES)
+def test_without_identity_stamping_reserved_tags_still_keep_the_author_tags_from_clients(entity, action, ids):
+    from mlflow_team.config import parse_policy
+
+    reserved_only = parse_policy({"identity": {"enabled": False}, "reserved-tags": {}})
+    with pytest.raises(errors.ReservedTag, match=r"^Tag 'team.author' .* \[rule: reserved-tags\]$"):
+        policy.decide_tag_write(reserved_only, tag_write(entity, action, ids, "team.author"), ALICE)
+    policy.decide_tag_write(reserved_only, tag_write(entity, action, ids, "mlflow.user"), ALICE)
+
+
+@pytest.mark.parametrize(("entity", "action", "ids"), WRITES)
 def test_every_refusal_names_the_target_and_a_call_that_works(reserved_extra, entity, action, ids):
     import ast
 
