@@ -4,6 +4,8 @@ policy's message, on every entity, and the server's own stamp still lands."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import uuid
 
 import mlflow
@@ -14,6 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from mlflow_team import errors, policy
 from mlflow_team.config import parse_policy
+from tests.conftest import stock_env
 from tests.helpers.server import mlflow_server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -122,3 +125,42 @@ def test_the_servers_own_stamp_still_lands_on_runs_and_versions(client, server, 
     assert client.get_model_version(made["model"], version.version).tags == {
         "checked": "yes", "team.author": "alice@example.com", "team.author_verified": "false"
     }
+
+
+STOCK_CLIENT = r"""
+import json, sys
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+url, name, version, experiment_id = sys.argv[1:5]
+client = MlflowClient(url, registry_uri=url)
+seen = []
+for attempt in (
+    lambda: client.set_model_version_tag(name, version, "team.author", "mallory"),
+    lambda: client.set_experiment_tag(experiment_id, "team.cost-center", "42"),
+    lambda: client.set_model_version_tag(name, version, "checked", "yes"),
+):
+    try:
+        attempt()
+        seen.append(None)
+    except MlflowException as exc:
+        seen.append([exc.error_code, exc.message])
+print(json.dumps(seen))
+"""
+
+
+def test_a_client_without_mlflow_team_meets_the_refusal_as_an_mlflow_error(stock_python, server, made, tmp_path):
+    script = tmp_path / "stock_tags.py"
+    script.write_text(STOCK_CLIENT)
+    result = subprocess.run(
+        [stock_python, str(script), server, made["model"], made["version"], made["experiment"]],
+        capture_output=True, text=True, cwd=tmp_path, env=stock_env(), timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen == [
+        ["PERMISSION_DENIED", expected(policy.MODEL_VERSION, policy.SET, [made["model"], made["version"]],
+                                       "team.author", "mallory")],
+        ["PERMISSION_DENIED", expected(policy.EXPERIMENT, policy.SET, [made["experiment"]], "team.cost-center", "42")],
+        None,
+    ]
