@@ -48,16 +48,20 @@ REQUIRED_TAG_DELETE = (
     "{required}. Change its value instead, for example "
     "mlflow.set_tag({key!r}, 'new-value'). [rule: required-tags]"
 )
+#: A client's write of a reserved tag ([reserved-tags]) on any run, experiment, registered model
+#: or model version; {change} is "value '...'" or "deleted", {fix} the call with a key of one's own.
 RESERVED_TAG_REJECTED = (
-    "Tag {key!r} (value {value}) was rejected: the tags {reserved} are stamped by the "
-    "mlflow-team store and cannot be set, changed or deleted by clients. Use a key of your own, "
-    "for example mlflow.set_tag('note', ...). [rule: reserved-tags]"
+    "Tag {key!r} ({change}) on {on} was rejected: the tags {tags} are reserved by the team "
+    "policy, written only by the mlflow-team store, and clients cannot set, change or delete them "
+    "on runs, experiments, registered models or model versions. Use a key of your own, for "
+    "example {fix}. [rule: reserved-tags]"
 )
+#: The same for the author tags while identity stamping is on (the default).
 AUTHOR_TAG_REJECTED = (
-    "Tag {key!r} (value {value}) was rejected: the author tags {tags} are stamped by the "
-    "mlflow-team store from the request's identity and cannot be set, changed or deleted by "
-    "clients. Record other people under a key of your own, for example "
-    "mlflow.set_tag('reviewer', 'bob@example.com'). [rule: identity]"
+    "Tag {key!r} ({change}) on {on} was rejected: the author tags {tags} are stamped by the "
+    "mlflow-team store from the request's identity when a run or model version is created, and "
+    "clients cannot set, change or delete them on runs, experiments, registered models or model "
+    "versions. Record other people under a key of your own, for example {fix}. [rule: identity]"
 )
 
 # --- identity (server side): never quote a key or a signature in these ----------------------

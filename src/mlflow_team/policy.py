@@ -3,7 +3,8 @@
 Nothing here touches a database or MLflow's server: each check takes plain values and either
 returns (the request is allowed, possibly with defaults filled in) or raises a
 :class:`~mlflow_team.errors.PolicyViolation` whose message follows ``errors``' templates.
-Every rule is off unless the policy file turns it on.
+``Policy()`` only stamps authors; the policy file (:mod:`mlflow_team.config`) turns rules on, and
+``protected-deletions`` and ``lossless-values`` are on there unless it turns them off.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class NameRule:
 
 @dataclass(frozen=True)
 class Policy:
-    """What the team enforces. ``Policy()`` rejects nothing."""
+    """What the team enforces. ``Policy()`` rejects nothing but client writes of the author tags."""
 
     experiment_name: NameRule | None = None
     registered_model_name: NameRule | None = None
@@ -193,56 +194,141 @@ def fill_required_tags(
     }
 
 
-def check_tag_delete(policy: Policy, run_id: str, key: str) -> None:
-    check_author_tag_write(policy, key, None)
-    if key in policy.required_tags:
-        raise errors.PolicyViolation(
-            errors.REQUIRED_TAG_DELETE.format(
-                key=key, run_id=run_id, required=list(policy.required_tags)
-            ),
-            rule="required-tags",
-        )
-    check_client_tag_write(policy, key, None)
+# --- tag writes: one rule for every create, set and delete of a tag --------------------------
 
 
-def check_client_tag_write(policy: Policy, key: str, value: str | None) -> None:
-    """A client sets, changes or deletes ``key``: refuse it when the store owns that tag."""
-    if key in policy.reserved_tags:
-        raise errors.ReservedTag(
-            errors.RESERVED_TAG_REJECTED.format(
-                key=key, value=errors.preview(value), reserved=list(policy.reserved_tags)
+#: The kinds of MLflow entity whose tags the policy decides, as messages name them.
+RUN, EXPERIMENT, REGISTERED_MODEL, MODEL_VERSION = "run", "experiment", "registered model", "model version"
+TAG_ENTITIES = (RUN, EXPERIMENT, REGISTERED_MODEL, MODEL_VERSION)
+#: What a tag write does: tags given when the entity is created, set (or changed) later, deleted.
+CREATE, SET, DELETE = "create", "set", "delete"
+TAG_ACTIONS = (CREATE, SET, DELETE)
+#: The author tags the store stamps on each kind of entity when it creates one (identity on).
+#: MLflow's client sends ``mlflow.user`` with every new run, so a run gets all three.
+STAMPED_ON_CREATE = {RUN: AUTHOR_TAGS, EXPERIMENT: (), REGISTERED_MODEL: (), MODEL_VERSION: STAMPED_TAGS}
+
+# How a refusal names what the write is on ({0}, {1}: the ids the write gives) and the call that
+# does the same with a key of the client's own ({ids} as the client would pass them).
+_TAG_TARGETS = {
+    (RUN, CREATE): "a new run in experiment {0!r}",
+    (RUN, SET): "run {0!r}",
+    (EXPERIMENT, CREATE): "new experiment {0!r}",
+    (EXPERIMENT, SET): "experiment {0!r}",
+    (REGISTERED_MODEL, CREATE): "new registered model {0!r}",
+    (REGISTERED_MODEL, SET): "registered model {0!r}",
+    (MODEL_VERSION, CREATE): "a new version of registered model {0!r}",
+    (MODEL_VERSION, SET): "version {1!r} of registered model {0!r}",
+}
+_TAG_CALLS = {
+    (RUN, CREATE): "mlflow.start_run(experiment_id={ids}, tags={{{key!r}: {value!r}}})",
+    (RUN, SET): "MlflowClient().set_tag({ids}, {key!r}, {value!r})",
+    (RUN, DELETE): "MlflowClient().delete_tag({ids}, {key!r})",
+    (EXPERIMENT, CREATE): "MlflowClient().create_experiment({ids}, tags={{{key!r}: {value!r}}})",
+    (EXPERIMENT, SET): "MlflowClient().set_experiment_tag({ids}, {key!r}, {value!r})",
+    (EXPERIMENT, DELETE): "MlflowClient().delete_experiment_tag({ids}, {key!r})",
+    (REGISTERED_MODEL, CREATE): "MlflowClient().create_registered_model({ids}, tags={{{key!r}: {value!r}}})",
+    (REGISTERED_MODEL, SET): "MlflowClient().set_registered_model_tag({ids}, {key!r}, {value!r})",
+    (REGISTERED_MODEL, DELETE): "MlflowClient().delete_registered_model_tag({ids}, {key!r})",
+    (MODEL_VERSION, CREATE): "MlflowClient().create_model_version({ids}, source, tags={{{key!r}: {value!r}}})",
+    (MODEL_VERSION, SET): "MlflowClient().set_model_version_tag({ids}, {key!r}, {value!r})",
+    (MODEL_VERSION, DELETE): "MlflowClient().delete_model_version_tag({ids}, {key!r})",
+}
+# The key of the client's own that a refusal suggests instead.
+_OWN_KEY = {"identity": ("reviewer", "bob@example.com"), "reserved-tags": ("note", "...")}
+
+
+@dataclass(frozen=True)
+class TagWrite:
+    """A client's write of tags, as plain values.
+
+    ``ids`` name what the write is on as a client names it: ``(run_id,)``, ``(experiment_id,)``,
+    ``(model name,)``, ``(model name, version)``; for a create, where the new entity goes:
+    ``(experiment_id,)`` for a run, ``(name,)`` for an experiment, a registered model, and the
+    registered model of a new version. ``tags`` are ``(key, value)`` pairs; a delete's value is None.
+    """
+
+    entity: str
+    action: str
+    ids: tuple[str, ...]
+    tags: tuple[tuple[str, str | None], ...]
+
+    def __post_init__(self) -> None:
+        if self.entity not in TAG_ENTITIES or self.action not in TAG_ACTIONS:
+            raise ValueError(f"unknown tag write: {self.entity!r} {self.action!r}")
+
+    def on(self) -> str:
+        """``run 'abc'``, ``version '2' of registered model 'taxi'``, ``new experiment 'a/b'``."""
+        action = CREATE if self.action == CREATE else SET
+        return _TAG_TARGETS[(self.entity, action)].format(*self.ids)
+
+    def fix(self, key: str, value: str) -> str:
+        """The same call with a key of the client's own, for example ``set_tag('abc', 'note', '...')``."""
+        ids = ", ".join(repr(str(i)) for i in self.ids)
+        return _TAG_CALLS[(self.entity, self.action)].format(ids=ids, key=key, value=value)
+
+
+def tag_write(
+    entity: str, action: str, ids: Sequence[object], tags: Iterable[tuple[str, str | None]] | Mapping[str, str | None]
+) -> TagWrite:
+    """A :class:`TagWrite` from what a store method got (ids as strings, tags as pairs)."""
+    pairs = tags.items() if isinstance(tags, Mapping) else tags
+    return TagWrite(entity, action, tuple(str(i) for i in ids), tuple((k, v) for k, v in pairs))
+
+
+def decide_tag_write(policy: Policy, write: TagWrite, stamp: Stamp | None = None) -> dict[str, str | None]:
+    """Every create, set and delete of tags on a run, experiment, registered model or model
+    version: the tags the store writes, or a refusal. Pure: the store gives the plain values.
+
+    In order, for each tag:
+
+    - **author tags** (``mlflow.user``, ``team.author``, ``team.author_verified``, identity on): the
+      store's alone. Creating a run or model version, ``stamp`` is the author the store stamps: a
+      client's author tag that equals it is kept, a different ``mlflow.user`` is overwritten (MLflow's
+      client always sends one), a different ``team.author``/``team.author_verified`` is a forgery,
+      refused under ``reserved-tags`` and overwritten otherwise. Anything else (setting, deleting,
+      other entities, no stamp) is refused ``[rule: identity]``.
+    - **reserved tags** (``reserved-tags``: the stamped tags and ``extra``): refused on every entity
+      and action, except the stamp itself.
+    - **required tags** of runs cannot be deleted; **lossless values**: a run tag's value must fit.
+
+    Returns ``write``'s tags as a dict; for a create with a stamp, with the author stamped on them.
+    """
+    if policy.identity is None:
+        stamp = None
+    stamped = STAMPED_ON_CREATE[write.entity] if write.action == CREATE and stamp is not None else ()
+    stamp_tags = stamp.tags() if stamped and stamp is not None else {}
+    decided: dict[str, str | None] = {}
+    for key, value in write.tags:
+        if key in AUTHOR_TAGS and stamped:
+            if key in STAMPED_TAGS and value != stamp_tags[key] and key in policy.reserved_tags:
+                _refuse(write, key, value, "reserved-tags", list(policy.reserved_tags))
+            decided[key] = stamp_tags[key]
+            continue
+        if policy.identity is not None and key in AUTHOR_TAGS:
+            _refuse(write, key, value, "identity", list(AUTHOR_TAGS))
+        if key in policy.reserved_tags:
+            _refuse(write, key, value, "reserved-tags", list(policy.reserved_tags))
+        if write.entity == RUN and write.action == DELETE and key in policy.required_tags:
+            raise errors.PolicyViolation(
+                errors.REQUIRED_TAG_DELETE.format(key=key, run_id=write.ids[0], required=list(policy.required_tags)),
+                rule="required-tags",
             )
-        )
+        if write.entity == RUN and write.action != DELETE and policy.lossless_values:
+            _check_length("Tag", key, None if value is None else str(value), _limits()[1])
+        decided[key] = value
+    decided.update((key, stamp_tags[key]) for key in stamped)
+    return decided
+
+
+def _refuse(write: TagWrite, key: str, value: str | None, rule: str, tags: list[str]) -> None:
+    change = "deleted" if write.action == DELETE else f"value {errors.preview(value)}"
+    own_key, own_value = _OWN_KEY[rule]
+    template = errors.AUTHOR_TAG_REJECTED if rule == "identity" else errors.RESERVED_TAG_REJECTED
+    message = template.format(key=key, change=change, on=write.on(), tags=tags, fix=write.fix(own_key, own_value))
+    raise errors.ReservedTag(message, rule=rule)
 
 
 # --- author identity -------------------------------------------------------------------------
-
-
-def check_author_tag_write(policy: Policy, key: str, value: str | None) -> None:
-    """A client sets or deletes a tag after creation: the author tags are the store's."""
-    if policy.identity is not None and key in AUTHOR_TAGS:
-        raise errors.ReservedTag(
-            errors.AUTHOR_TAG_REJECTED.format(
-                key=key, value=errors.preview(value), tags=list(AUTHOR_TAGS)
-            ),
-            rule="identity",
-        )
-
-
-def stamp_new_tags(policy: Policy, stamp: Stamp | None, tags: Mapping[str, str]) -> dict[str, str]:
-    """The tags of a new run or version once the author is stamped on them.
-
-    A client's ``mlflow.user`` never wins over the stamp. A client's ``team.author`` or
-    ``team.author_verified`` that differs from the stamp is a forgery attempt: refused while
-    ``reserved-tags`` is on, overwritten otherwise.
-    """
-    if stamp is None:
-        return dict(tags)
-    stamped = stamp.tags()
-    for key in STAMPED_TAGS:
-        if key in tags and tags[key] != stamped[key]:
-            check_client_tag_write(policy, key, tags[key])
-    return {**tags, **stamped}
 
 
 #: The author stamped when the server has no login, no signature and no claim to go on.
@@ -297,16 +383,6 @@ def check_params(policy: Policy, params: Iterable[tuple[str, str]]) -> None:
     param_limit, _ = _limits()
     for key, value in params:
         _check_length("Param", key, None if value is None else str(value), param_limit)
-
-
-def check_tags(policy: Policy, tags: Iterable[tuple[str, str]]) -> None:
-    """Run tags written by a client: reserved keys and, with lossless-values, their length."""
-    _, tag_limit = _limits()
-    for key, value in tags:
-        check_author_tag_write(policy, key, value)
-        check_client_tag_write(policy, key, value)
-        if policy.lossless_values:
-            _check_length("Tag", key, None if value is None else str(value), tag_limit)
 
 
 def _stored_float(value: float) -> float:

@@ -357,6 +357,41 @@ def run_lifecycle_edges_scenario(client: MlflowClient, uri: str, norm: Normalize
     }
 
 
+def tags_scenario(client: MlflowClient, uri: str, norm: Normalizer):
+    """Tags of one's own on every entity, created, set and deleted (the tag rule allows them), and
+    the errors stock gives for deleting a tag that is not there."""
+    experiment_id = client.create_experiment(unique("contract/tags"), tags={"owner": "vision", "temp": "x"})
+    client.set_experiment_tag(experiment_id, "stage", "dev")
+    client.delete_experiment_tag(experiment_id, "temp")
+    run_id = client.create_run(experiment_id, tags={**REQUIRED, "temp": "x"}, run_name="tags").info.run_id
+    norm.id(run_id, "run")
+    client.set_tag(run_id, "stage", "dev")
+    client.delete_tag(run_id, "temp")
+    name = f"contract.{uuid.uuid4().hex[:8]}"
+    client.create_registered_model(name, tags={"task": "regression", "temp": "x"})
+    client.set_registered_model_tag(name, "stage", "dev")
+    client.delete_registered_model_tag(name, "temp")
+    version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags={"data": "jan", "temp": "x"})
+    client.set_model_version_tag(name, version.version, "stage", "dev")
+    client.delete_model_version_tag(name, version.version, "temp")
+    errors = [
+        _error(lambda: client.delete_experiment_tag(experiment_id, "missing")),
+        _error(lambda: client.delete_tag(run_id, "missing")),
+        _error(lambda: client.delete_registered_model_tag(name, "missing")),
+        _error(lambda: client.delete_model_version_tag(name, version.version, "missing")),
+    ]
+    return {
+        "experiment": client.get_experiment(experiment_id).tags,
+        "run": _run(client, run_id, norm)["tags"],
+        "model": client.get_registered_model(name).tags,
+        "version": unstamped(client.get_model_version(name, version.version).tags),
+        "errors": [
+            error and (error[0], error[1], error[2].replace(run_id, "<run>").replace(f"id {experiment_id}", "id <exp>"))
+            for error in errors
+        ],
+    }
+
+
 SCENARIOS = [
     metric_edges_scenario,
     run_lifecycle_edges_scenario,
@@ -365,6 +400,7 @@ SCENARIOS = [
     search_pages_scenario,
     datasets_and_models_scenario,
     registry_scenario,
+    tags_scenario,
     traces_scenario,
 ]
 

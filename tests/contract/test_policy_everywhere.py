@@ -61,3 +61,42 @@ def test_links_protect_runs_experiments_and_aliased_versions(client):
     client.delete_model_version(name, version)
     client.delete_experiment(experiment_id)
     assert client.get_experiment(experiment_id).lifecycle_stage == "deleted"
+
+
+def test_author_and_reserved_tags_are_refused_on_every_entity(client):
+    """One rule for every tag write: what a client cannot write on a run it cannot write on an
+    experiment, a registered model or a model version either, and a refused create makes nothing."""
+    experiment_name = unique("policy/tags")
+    with pytest.raises(MlflowException, match=r"Tag 'team.author' .* on new experiment .*\[rule: identity\]"):
+        client.create_experiment(experiment_name, tags={"team.author": "mallory"})
+    assert client.get_experiment_by_name(experiment_name) is None
+    experiment_id = client.create_experiment(experiment_name)
+    run_id = client.create_run(experiment_id, tags={"team.project": "p"}).info.run_id
+    name = unique("policy.tags")
+    with pytest.raises(MlflowException, match=r"Tag 'mlflow.user' .* on new registered model .*\[rule: identity\]"):
+        client.create_registered_model(name, tags={"mlflow.user": "mallory"})
+    assert client.search_registered_models(f"name = '{name}'") == []
+    client.create_registered_model(name)
+    with pytest.raises(MlflowException, match=r"Tag 'team.author' .* on a new version .*\[rule: reserved-tags\]"):
+        client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags={"team.author": "mallory"})
+    assert client.search_model_versions(f"name = '{name}'") == []
+    version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id).version
+    stamped = client.get_model_version(name, version).tags
+
+    for attempt in (
+        lambda: client.set_experiment_tag(experiment_id, "team.author", "mallory"),
+        lambda: client.delete_experiment_tag(experiment_id, "mlflow.user"),
+        lambda: client.set_registered_model_tag(name, "team.author_verified", "true"),
+        lambda: client.delete_registered_model_tag(name, "team.author"),
+        lambda: client.set_model_version_tag(name, version, "team.author", "mallory"),
+        lambda: client.delete_model_version_tag(name, version, "team.author_verified"),
+        lambda: client.set_tag(run_id, "team.author", "mallory"),
+        lambda: client.delete_tag(run_id, "team.author"),
+    ):
+        with pytest.raises(MlflowException, match=r"\[rule: identity\]") as info:
+            attempt()
+        assert info.value.get_http_status_code() == 403
+    assert client.get_experiment(experiment_id).tags == {}
+    assert client.get_registered_model(name).tags == {}
+    assert client.get_model_version(name, version).tags == stamped
+    assert stamped["team.author_verified"] == "false"

@@ -16,15 +16,18 @@ __all__ = ["free_port", "mlflow_server", "run_server_expecting_failure"]
 
 @contextmanager
 def mlflow_server(
-    backend_uri: str, workdir: Path, env: dict[str, str] | None = None, extra: list[str] | None = None
+    backend_uri: str, workdir: Path, env: dict[str, str] | None = None, extra: list[str] | None = None,
+    workers: int | None = 1,
 ) -> Iterator[str]:
+    """``workers=None`` starts the server with MLflow's default worker count, as a team runs it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", backend_uri,
         "--artifacts-destination", str(workdir / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--host", "127.0.0.1", "--port", str(port),
+        *([] if workers is None else ["--workers", str(workers)]),
         *(extra or []),
     ]
     with process(command, workdir / f"server-{port}.log", f"{url}/health", {**os.environ, **(env or {})},

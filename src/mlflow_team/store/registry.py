@@ -29,9 +29,22 @@ class TeamRegistryStoreMixin(db.TeamStoreHooks):
         url = self._team_prepare(store_uri, team_policy)
         super().__init__(url, **db.replica_kwargs(_REGISTRY_INIT, read_db_uri))  # type: ignore[call-arg]
 
-    def create_registered_model(self, name, *args, **kwargs):
+    def _decide(self, entity, action, ids, pairs, stamp=None):
+        """The policy's decision on a tag write: the tags to write, or a refusal."""
+        return policy.decide_tag_write(self.policy, policy.tag_write(entity, action, ids, pairs), stamp)
+
+    def create_registered_model(self, name, tags=None, *args, **kwargs):
         policy.check_registered_model_name(self.policy, name)
-        return super().create_registered_model(name, *args, **kwargs)
+        self._decide(policy.REGISTERED_MODEL, policy.CREATE, (name,), [(t.key, t.value) for t in tags or ()])
+        return super().create_registered_model(name, tags, *args, **kwargs)
+
+    def set_registered_model_tag(self, name, tag):
+        self._decide(policy.REGISTERED_MODEL, policy.SET, (name,), [(tag.key, tag.value)])
+        return super().set_registered_model_tag(name, tag)
+
+    def delete_registered_model_tag(self, name, key):
+        self._decide(policy.REGISTERED_MODEL, policy.DELETE, (name,), [(key, None)])
+        return super().delete_registered_model_tag(name, key)
 
     def rename_registered_model(self, name, new_name):
         policy.check_registered_model_name(self.policy, new_name)
@@ -63,17 +76,13 @@ class TeamRegistryStoreMixin(db.TeamStoreHooks):
             with self.ManagedSessionMaker() as session:
                 deleted = links.run_is_deleted(session, run_id)
             policy.check_version_source_run(self.policy, name, run_id, deleted)
-        present = {tag.key: tag.value for tag in tags or ()}
         stamp = stamping.current_stamp(self.policy, claimed=None)
-        if stamp is not None:
-            author_tags = {k: present.pop(k) for k in policy.STAMPED_TAGS if k in present}
-            stamped = policy.stamp_new_tags(self.policy, stamp, author_tags)
-            present.update((k, stamped[k]) for k in policy.STAMPED_TAGS)
-            tags = [ModelVersionTag(key, value) for key, value in present.items()]
+        present = self._decide(policy.MODEL_VERSION, policy.CREATE, (name,), [(t.key, t.value) for t in tags or ()], stamp)
         if stamp is None:
             return super().create_model_version(
                 name, source, run_id, tags, run_link, description, local_model_path, model_id
             )
+        tags = [ModelVersionTag(key, value) for key, value in present.items()]
         with db.atomic(self.ManagedSessionMaker):
             created = super().create_model_version(
                 name, source, run_id, tags, run_link, description, local_model_path, model_id
@@ -84,11 +93,11 @@ class TeamRegistryStoreMixin(db.TeamStoreHooks):
         return self.get_model_version(name, created.version)
 
     def set_model_version_tag(self, name, version, tag):
-        policy.check_author_tag_write(self.policy, tag.key, tag.value)
+        self._decide(policy.MODEL_VERSION, policy.SET, (name, version), [(tag.key, tag.value)])
         return super().set_model_version_tag(name, version, tag)
 
     def delete_model_version_tag(self, name, version, key):
-        policy.check_author_tag_write(self.policy, key, None)
+        self._decide(policy.MODEL_VERSION, policy.DELETE, (name, version), [(key, None)])
         return super().delete_model_version_tag(name, version, key)
 
 

@@ -64,6 +64,10 @@ class TeamTrackingStoreMixin(db.TeamStoreHooks):
                 check(self.policy, target, find(session, target))
             return delete(target)
 
+    def _decide(self, entity, action, ids, pairs, stamp=None):
+        """The policy's decision on a tag write: the tags to write, or a refusal."""
+        return policy.decide_tag_write(self.policy, policy.tag_write(entity, action, ids, pairs), stamp)
+
     @staticmethod
     def _pairs(entities: Sequence[Any] | None) -> list[tuple[str, Any]]:
         return [(entity.key, entity.value) for entity in entities or ()]
@@ -72,7 +76,16 @@ class TeamTrackingStoreMixin(db.TeamStoreHooks):
 
     def create_experiment(self, name, artifact_location=None, tags=None):
         policy.check_experiment_name(self.policy, name)
+        self._decide(policy.EXPERIMENT, policy.CREATE, (name,), self._pairs(tags))
         return super().create_experiment(name, artifact_location, tags)
+
+    def set_experiment_tag(self, experiment_id, tag):
+        self._decide(policy.EXPERIMENT, policy.SET, (experiment_id,), [(tag.key, tag.value)])
+        return super().set_experiment_tag(experiment_id, tag)
+
+    def delete_experiment_tag(self, experiment_id, key):
+        self._decide(policy.EXPERIMENT, policy.DELETE, (experiment_id,), [(key, None)])
+        return super().delete_experiment_tag(experiment_id, key)
 
     def rename_experiment(self, experiment_id, new_name):
         policy.check_experiment_name(self.policy, new_name)
@@ -97,19 +110,13 @@ class TeamTrackingStoreMixin(db.TeamStoreHooks):
     # --- runs --------------------------------------------------------------------------------
 
     def create_run(self, experiment_id, user_id, start_time, tags, run_name):
-        present = dict(self._pairs(tags))
-        stamp = stamping.current_stamp(self.policy, present.get("mlflow.user") or user_id)
+        pairs = self._pairs(tags)
+        stamp = stamping.current_stamp(self.policy, dict(pairs).get("mlflow.user") or user_id)
         if stamp is not None:
             if experiment_id == stamping.PROBE_EXPERIMENT_ID:
                 stamping.answer_probe(stamp)
-            # The author tags are the store's: the client's are checked against the stamp.
-            author_tags = {k: present.pop(k) for k in policy.AUTHOR_TAGS if k in present}
-            present.update(policy.stamp_new_tags(self.policy, stamp, author_tags))
             user_id = stamp.author
-        policy.check_tags(
-            self.policy,
-            [(k, v) for k, v in present.items() if stamp is None or k not in policy.AUTHOR_TAGS],
-        )
+        present = self._decide(policy.RUN, policy.CREATE, (experiment_id,), pairs, stamp)
         present.update(policy.fill_required_tags(
             self.policy, experiment_id, present,
             # the refusal names the experiment: looked up only when the run is about to be refused
@@ -188,11 +195,11 @@ class TeamTrackingStoreMixin(db.TeamStoreHooks):
     # --- values ------------------------------------------------------------------------------
 
     def set_tag(self, run_id, tag):
-        policy.check_tags(self.policy, [(tag.key, tag.value)])
+        self._decide(policy.RUN, policy.SET, (run_id,), [(tag.key, tag.value)])
         return super().set_tag(run_id, tag)
 
     def delete_tag(self, run_id, key):
-        policy.check_tag_delete(self.policy, run_id, key)
+        self._decide(policy.RUN, policy.DELETE, (run_id,), [(key, None)])
         return super().delete_tag(run_id, key)
 
     def log_param(self, run_id, param):
@@ -207,7 +214,7 @@ class TeamTrackingStoreMixin(db.TeamStoreHooks):
 
     def log_batch(self, run_id, metrics, params, tags):
         policy.check_params(self.policy, self._pairs(params))
-        policy.check_tags(self.policy, self._pairs(tags))
+        self._decide(policy.RUN, policy.SET, (run_id,), self._pairs(tags))
         policy.check_metrics(
             self.policy, [(m.key, m.value, m.timestamp, m.step) for m in metrics or ()]
         )
