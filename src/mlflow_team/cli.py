@@ -306,7 +306,7 @@ def probe_server(server: str) -> tuple[bool, str]:
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
-    from mlflow_team import stamping
+    from mlflow_team.identity import server as stamping
 
     mlflow.set_tracking_uri(server)  # the author headers go only to the tracking server in use
     try:

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mlflow_team import signing
+from mlflow_team.identity import signing
 from mlflow_team.cli import cli
 from tests.helpers.server import mlflow_server
 

@@ -12,7 +12,8 @@ from mlflow import MlflowClient
 from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 
-from mlflow_team import config, errors, identity, signing
+from mlflow_team import config, errors, identity
+from mlflow_team.identity import signing
 from tests.conftest import EVERY_RULE_TOML, unique
 
 KEY = "k" * 40

@@ -104,9 +104,9 @@ class AuthorRunContext:
             return False
 
     def tags(self) -> dict[str, str]:
-        from mlflow_team import identity
+        from mlflow_team.identity import whoami
 
-        name = identity.author().name
+        name = whoami.author().name
         return {"mlflow.user": name, "team.author": name}
 
 
@@ -126,9 +126,9 @@ class AuthorHeaderProvider:
             return False
 
     def request_headers(self) -> dict[str, str]:
-        from mlflow_team import identity, signing
+        from mlflow_team.identity import signing, whoami
 
-        return {signing.AUTHOR_HEADER: signing.encode_author(identity.author().name)}
+        return {signing.AUTHOR_HEADER: signing.encode_author(whoami.author().name)}
 
 
 class AuthorSigner:
@@ -143,11 +143,12 @@ class AuthorSigner:
 
     @staticmethod
     def _sign(request) -> None:
-        from mlflow_team import config, identity, signing
+        from mlflow_team import config
+        from mlflow_team.identity import signing, whoami
 
         if not config.client_identity_on() or not _allowed(request.url):
             return
-        key = identity.signing_key()
+        key = whoami.signing_key()
         if key is None:
             _warn_once(
                 "nokey",
@@ -160,7 +161,7 @@ class AuthorSigner:
         parts = urlsplit(request.url)
         headers = signing.sign_headers(
             key.secret,
-            identity.author().name,
+            whoami.author().name,
             time.time(),
             request.method,
             unquote(parts.path),  # the server sees the decoded path

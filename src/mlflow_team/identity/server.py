@@ -13,7 +13,8 @@ from __future__ import annotations
 import threading
 import time
 
-from mlflow_team import errors, identity, policy, signing
+from mlflow_team import errors, policy
+from mlflow_team.identity import signing, whoami
 from mlflow_team.policy import Policy, Stamp
 from mlflow_team.store import compat
 
@@ -28,7 +29,7 @@ def current_stamp(team_policy: Policy, claimed: str | None) -> Stamp | None:
         return None
     request, g = _server_request()
     if request is None:
-        return Stamp(identity.author().name, False, "direct")
+        return Stamp(whoami.author().name, False, "direct")
     # One request, one decision: the store retries a call on lock errors, and a signature is
     # accepted once.
     memo = getattr(g, _G_ATTR, None)
