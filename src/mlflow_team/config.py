@@ -26,7 +26,8 @@ Client side (author identity, see :mod:`mlflow_team.identity`):
     ``MLFLOW_TRACKING_AUTH=team``.
 ``MLFLOW_TEAM_AUTHOR_HOSTS``
     Comma-separated ``host`` or ``host:port`` names (``*`` wildcards allowed) that may receive the
-    author headers. Unset: the host of the http(s) tracking URI and registry URI in use.
+    author headers. Unset: the http(s) tracking and registry servers a client was asked to talk
+    to (the global URIs, and any ``MlflowClient(tracking_uri=..., registry_uri=...)``).
 ``MLFLOW_TEAM_IDENTITY``
     ``off`` stops the client plugins from adding author tags and headers.
 
