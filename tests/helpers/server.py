@@ -11,12 +11,18 @@ from typing import Iterator
 
 from mlflow_team.demo.servers import free_port, process
 
-__all__ = ["free_port", "mlflow_server", "run_server_expecting_failure"]
+__all__ = ["DEFAULT_WORKERS", "free_port", "mlflow_server", "run_server_expecting_failure"]
+
+
+#: ``mlflow_server(..., workers=DEFAULT_WORKERS)``: no ``--workers``, so the server runs its own
+#: default count (4 on MLflow 3), as a team runs it: for behaviour that could differ by worker.
+DEFAULT_WORKERS = None
 
 
 @contextmanager
 def mlflow_server(
-    backend_uri: str, workdir: Path, env: dict[str, str] | None = None, extra: list[str] | None = None
+    backend_uri: str, workdir: Path, env: dict[str, str] | None = None, extra: list[str] | None = None,
+    workers: int | None = 1,
 ) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -24,7 +30,8 @@ def mlflow_server(
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", backend_uri,
         "--artifacts-destination", str(workdir / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--host", "127.0.0.1", "--port", str(port),
+        *([] if workers is DEFAULT_WORKERS else ["--workers", str(workers)]),
         *(extra or []),
     ]
     with process(command, workdir / f"server-{port}.log", f"{url}/health", {**os.environ, **(env or {})},

@@ -3,7 +3,9 @@
 Under ``mlflow server`` (a request of MLflow's own Flask app is being served) the author comes
 from, in order: the user MLflow's auth app authenticated (``--app-name basic-auth``), a signed
 author header that verifies against the policy's keyring, then, where the policy allows unsigned
-identities, the unsigned author header or the client's own ``mlflow.user`` claim. Outside a
+identities, the unsigned author header or the client's own ``mlflow.user`` claim. With
+``[identity] require-verified = true`` a request with neither login nor signature is a 401 that
+says how to identify on this server. Outside a
 server (the store opened directly on a database) the author is this process's
 :func:`mlflow_team.identity.author`.
 """
@@ -55,13 +57,17 @@ def _server_request():
 def _basic_auth_user(request) -> str | None:
     """The user MLflow's basic-auth app let in, on minors whose app does not record it in
     ``flask.g`` (3.12): its before-request hook has checked the credentials of this request."""
+    if not _basic_auth_app() or request.authorization is None:
+        return None
+    return request.authorization.username or None
+
+
+def _basic_auth_app() -> bool:
+    """Whether this server runs MLflow's basic-auth app (its before-request hook is installed)."""
     import flask
 
     hook = compat.get("mlflow.server.auth:_before_request")
-    hooks = flask.current_app.before_request_funcs.get(None, ())
-    if hook is None or hook not in hooks or request.authorization is None:
-        return None
-    return request.authorization.username or None
+    return hook is not None and hook in flask.current_app.before_request_funcs.get(None, ())
 
 
 def _request_stamp(team_policy: Policy, request, g, claimed: str | None) -> Stamp:
@@ -80,7 +86,22 @@ def _request_stamp(team_policy: Policy, request, g, claimed: str | None) -> Stam
         if claim is not None:
             _verify(rule, claim, request)
             return Stamp(claim.author, True, "signature")
+    if rule.require_verified:
+        raise errors.IdentityRejected(
+            errors.UNVERIFIED_REJECTED.format(
+                author=errors.preview(header_author or claimed) if header_author or claimed else "none named",
+                how=_how_to_identify(rule),
+            )
+        )
     return policy.unsigned_stamp(team_policy, header_author, claimed)
+
+
+def _how_to_identify(rule: policy.IdentityRule) -> str:
+    """The ways this server offers to prove an author: its keyring, MLflow's login, both, none."""
+    login = _basic_auth_app()
+    if rule.keyring:
+        return errors.UNVERIFIED_HOW_SIGN_OR_LOGIN if login else errors.UNVERIFIED_HOW_SIGN
+    return errors.UNVERIFIED_HOW_LOGIN if login else errors.UNVERIFIED_HOW_NONE
 
 
 def _verify(rule: policy.IdentityRule, claim: signing.Claim, request) -> None:
