@@ -463,6 +463,8 @@ def eject_command(tracking_uri: str | None, apply: bool) -> None:
     click.echo(report.table())
     if report.absent:
         click.echo(f"(not in this database's schema: {', '.join(report.absent)})")
+    if report.team_tables:
+        click.echo(f"mlflow-team's own table(s) {'dropped' if apply else 'to drop'}: {', '.join(report.team_tables)}")
     if not apply:
         click.echo(
             f"{report.rows} location(s) would change. Run again with --apply to rewrite them in one transaction."

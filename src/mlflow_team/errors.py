@@ -111,6 +111,11 @@ SIGNATURE_REPLAYED = (
     "used. Each signed request is accepted once; send a new request instead of repeating a "
     "captured one. [rule: identity]"
 )
+REPLAY_RECORD_FAILED = (
+    "The author signature for {author!r} could not be checked against the signatures already "
+    "used: the database did not record it ({reason}). Nothing was created; send the request "
+    "again. [rule: identity]"
+)
 AUTHOR_UNKNOWN = (
     "The author {author!r} was rejected: the server's keyring has no key for that author. Ask "
     "the server's admin to add one (`mlflow-team identity new-key` makes a key), or set "
@@ -438,6 +443,11 @@ EJECT_CANNOT_OPEN = (
     "The database {uri!r} could not be opened ({reason}). Check that its server answers and "
     "that the URL, user and driver are right (pip install -e \".[postgres]\" or \".[mysql]\" "
     "installs the drivers)."
+)
+EJECT_DROP_FAILED = (
+    "Ejecting {uri!r} rewrote every location, but dropping mlflow-team's own table {table} "
+    "failed ({reason}). Stock MLflow ignores that table; run mlflow-team eject --tracking-uri URL "
+    "--apply again, or drop it by hand: DROP TABLE {table}"
 )
 EJECT_FAILED = (
     "Ejecting {uri!r} failed while rewriting {table}.{column} ({reason}). Nothing was changed: "

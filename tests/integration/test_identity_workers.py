@@ -2,7 +2,8 @@
 
 The servers hold a keyring and the policy switch ``[identity] require-verified = true``, on
 SQLite and on PostgreSQL. A request no signature or login vouches for (a client without
-mlflow-team, a REST call from another language) is a 401 that says how to identify.
+mlflow-team, a REST call from another language) is a 401 that says how to identify, and a
+captured signed request is accepted once, whichever worker each copy reaches.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import mlflow
 import pytest
@@ -130,5 +132,33 @@ def test_the_identity_command_reports_the_refusal_and_how_to_identify(strict_ser
     mlflow.set_tracking_uri(None)
 
 
-def signed(body: bytes, key: str = ALICE_KEY) -> dict[str, str]:
-    return signing.sign_headers(key.encode(), "alice@example.com", time.time(), "POST", CREATE_RUN, "", body)
+def signed(body: bytes, when: float | None = None) -> dict[str, str]:
+    now = time.time() if when is None else when
+    return signing.sign_headers(ALICE_KEY.encode(), "alice@example.com", now, "POST", CREATE_RUN, "", body)
+
+
+REPLAYS = 24
+
+
+def test_a_signed_request_sent_many_times_at_once_is_accepted_exactly_once(strict_server):
+    """Each copy goes on a connection of its own, so the server's workers share them out."""
+    body = create_run_body(note=unique("replay"))
+    headers = signed(body)
+    before = run_count(strict_server)
+    with ThreadPoolExecutor(REPLAYS) as pool:
+        responses = list(pool.map(lambda _: post(strict_server, body, headers), range(REPLAYS)))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200] + [401] * (REPLAYS - 1), [r.text for r in responses if r.status_code not in (200, 401)]
+    refused = [r.json()["message"] for r in responses if r.status_code == 401]
+    assert all(m == errors.SIGNATURE_REPLAYED.format(author="alice@example.com") for m in refused)
+    assert run_count(strict_server) == before + 1
+
+
+def test_a_signed_request_replayed_one_by_one_is_refused_by_every_worker(strict_server):
+    body = create_run_body(note=unique("replay"))
+    headers = signed(body)
+    assert post(strict_server, body, headers).status_code == 200
+    again = [post(strict_server, body, headers) for _ in range(REPLAYS)]
+    assert [r.status_code for r in again] == [401] * REPLAYS
+    # The same body signed anew (a later second) is a new request: accepted.
+    assert post(strict_server, body, signed(body, when=time.time() + 1)).status_code == 200

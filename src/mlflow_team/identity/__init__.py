@@ -4,6 +4,7 @@
 - :mod:`~mlflow_team.identity.signing`: the signed author headers: build, read, check.
 - :mod:`~mlflow_team.identity.client`: the plugins MLflow's clients load through entry points.
 - :mod:`~mlflow_team.identity.server`: which author the store stamps for a call (server side).
+- :mod:`~mlflow_team.identity.replay`: signatures already used, in a table of the team database.
 
 Importing this package imports the standard library only: MLflow loads the client plugins while
 ``import mlflow`` runs. The client-side names are imported here; the server-side ones

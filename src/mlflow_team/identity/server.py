@@ -12,21 +12,31 @@ server (the store opened directly on a database) the author is this process's
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 import time
+from typing import Any
 
 from mlflow_team import errors, policy
 from mlflow_team.identity import signing, whoami
 from mlflow_team.policy import Policy, Stamp
 from mlflow_team.store import compat
 
+_logger = logging.getLogger(__name__)
+
 _G_ATTR = "_mlflow_team_stamp"
 #: ``create_run`` in this experiment only reports the identity the server accepts: nothing is made.
 PROBE_EXPERIMENT_ID = "mlflow-team-identity-probe"
 
 
-def current_stamp(team_policy: Policy, claimed: str | None) -> Stamp | None:
-    """The stamp for a create call, None when identity stamping is off. Raises ``IdentityRejected``."""
+def current_stamp(team_policy: Policy, claimed: str | None, store: Any = None) -> Stamp | None:
+    """The stamp for a create call, None when identity stamping is off. Raises ``IdentityRejected``.
+
+    ``store`` is the team store making the call: a signature's first use is recorded in its
+    database. Left out, it is the team store method that called this one (found on the stack).
+    Call it before the store's own write transaction (the record commits on its own).
+    """
     if team_policy.identity is None:
         return None
     request, g = _server_request()
@@ -36,9 +46,24 @@ def current_stamp(team_policy: Policy, claimed: str | None) -> Stamp | None:
     # accepted once.
     memo = getattr(g, _G_ATTR, None)
     if memo is None:
-        memo = _request_stamp(team_policy, request, g, claimed)
+        store = store if store is not None else _calling_store(sys._getframe(1))
+        memo = _request_stamp(team_policy, request, g, claimed, store)
         setattr(g, _G_ATTR, memo)
     return memo
+
+
+def _calling_store(frame) -> Any:
+    """The team store whose method is on the stack above ``frame`` (None if there is none)."""
+    from mlflow_team.store.db import TeamStoreHooks
+
+    for _ in range(8):
+        if frame is None:
+            return None
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, TeamStoreHooks):
+            return candidate
+        frame = frame.f_back
+    return None
 
 
 def _server_request():
@@ -70,7 +95,7 @@ def _basic_auth_app() -> bool:
     return hook is not None and hook in flask.current_app.before_request_funcs.get(None, ())
 
 
-def _request_stamp(team_policy: Policy, request, g, claimed: str | None) -> Stamp:
+def _request_stamp(team_policy: Policy, request, g, claimed: str | None, store: Any = None) -> Stamp:
     rule = team_policy.identity
     assert rule is not None
     user = getattr(g, "mlflow_authenticated_user", None) or _basic_auth_user(request)
@@ -84,7 +109,7 @@ def _request_stamp(team_policy: Policy, request, g, claimed: str | None) -> Stam
         except signing.Malformed as exc:
             raise errors.IdentityRejected(errors.SIGNATURE_MALFORMED.format(problem=exc)) from None
         if claim is not None:
-            _verify(rule, claim, request)
+            _verify(rule, claim, request, store)
             return Stamp(claim.author, True, "signature")
     if rule.require_verified:
         raise errors.IdentityRejected(
@@ -104,7 +129,7 @@ def _how_to_identify(rule: policy.IdentityRule) -> str:
     return errors.UNVERIFIED_HOW_LOGIN if login else errors.UNVERIFIED_HOW_NONE
 
 
-def _verify(rule: policy.IdentityRule, claim: signing.Claim, request) -> None:
+def _verify(rule: policy.IdentityRule, claim: signing.Claim, request, store: Any = None) -> None:
     key = rule.keyring.get(claim.author)
     if key is None:
         raise errors.IdentityRejected(errors.AUTHOR_UNKNOWN.format(author=claim.author))
@@ -118,14 +143,48 @@ def _verify(rule: policy.IdentityRule, claim: signing.Claim, request) -> None:
     query = request.query_string.decode("latin-1")
     if not signing.matches(key, claim, request.method, request.path, query):
         raise errors.IdentityRejected(errors.SIGNATURE_MISMATCH.format(author=claim.author))
-    if not _SEEN.first_use(claim.signature, claim.timestamp + rule.max_clock_skew_s):
+    if not _first_use(store, claim, rule.max_clock_skew_s):
         raise errors.IdentityRejected(errors.SIGNATURE_REPLAYED.format(author=claim.author))
 
 
+def _first_use(store: Any, claim: signing.Claim, skew_s: int) -> bool:
+    """Record the signature's first use in the store's database, seen by every server process on
+    it (:mod:`mlflow_team.identity.replay`); False when it was used before."""
+    import sqlalchemy
+
+    from mlflow_team.identity import replay
+
+    until = claim.timestamp + skew_s
+    engine = getattr(store, "engine", None)
+    if engine is None:
+        if not _SEEN.warned:
+            _SEEN.warned = True
+            _logger.warning(
+                "mlflow-team: no team store found for a signed request; signatures are remembered "
+                "by this process only, and another worker would accept a replay"
+            )
+        return _SEEN.first_use(claim.signature, until)
+    try:
+        return replay.first_use(engine, claim.signature, until, skew_s)
+    except sqlalchemy.exc.DBAPIError as exc:
+        # The driver's first line only: the statement's parameters would show the signature.
+        original = exc.orig if exc.orig is not None else exc
+        lines = str(original).strip().splitlines()
+        raise errors.PolicyViolation(
+            errors.REPLAY_RECORD_FAILED.format(
+                author=claim.author, reason=f"{type(original).__name__}: {lines[0] if lines else ''}"
+            ),
+            rule="identity",
+            error_code=errors.TEMPORARILY_UNAVAILABLE,
+        ) from exc
+
+
 class _SeenSignatures:
-    """Signatures already accepted by this server process, kept until they would be stale anyway."""
+    """Signatures accepted by this server process, kept until they would be stale anyway: the
+    fallback where no team store's database can hold them."""
 
     def __init__(self) -> None:
+        self.warned = False
         self._lock = threading.Lock()
         self._until: dict[str, float] = {}
 
