@@ -5,9 +5,9 @@ from, in order: the user MLflow's auth app authenticated (``--app-name basic-aut
 author header that verifies against the policy's keyring, then, where the policy allows unsigned
 identities, the unsigned author header or the client's own ``mlflow.user`` claim. With
 ``[identity] require-verified = true`` a request with neither login nor signature is a 401 that
-says how to identify on this server. Outside a
-server (the store opened directly on a database) the author is this process's
-:func:`mlflow_team.identity.author`.
+says how to identify on this server. A signature is accepted once across every server process
+on the database (:mod:`mlflow_team.identity.replay`). Outside a server (the store opened
+directly on a database) the author is this process's :func:`mlflow_team.identity.author`.
 """
 
 from __future__ import annotations
