@@ -306,7 +306,7 @@ def probe_server(server: str) -> tuple[bool, str]:
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
-    from mlflow_team import stamping
+    from mlflow_team.identity import server as stamping
 
     mlflow.set_tracking_uri(server)  # the author headers go only to the tracking server in use
     try:
@@ -472,6 +472,8 @@ def eject_command(tracking_uri: str | None, apply: bool) -> None:
     click.echo(report.table())
     if report.absent:
         click.echo(f"(not in this database's schema: {', '.join(report.absent)})")
+    if report.team_tables:
+        click.echo(f"mlflow-team's own table(s) {'dropped' if apply else 'to drop'}: {', '.join(report.team_tables)}")
     if not apply:
         click.echo(
             f"{report.rows} location(s) would change. Run again with --apply to rewrite them in one transaction."

@@ -26,7 +26,8 @@ Client side (author identity, see :mod:`mlflow_team.identity`):
     ``MLFLOW_TRACKING_AUTH=team``.
 ``MLFLOW_TEAM_AUTHOR_HOSTS``
     Comma-separated ``host`` or ``host:port`` names (``*`` wildcards allowed) that may receive the
-    author headers. Unset: the host of the http(s) tracking URI and registry URI in use.
+    author headers. Unset: the http(s) tracking and registry servers a client was asked to talk
+    to (the global URIs, and any ``MlflowClient(tracking_uri=..., registry_uri=...)``).
 ``MLFLOW_TEAM_IDENTITY``
     ``off`` stops the client plugins from adding author tags and headers.
 
@@ -53,6 +54,7 @@ The policy file (TOML), each table a rule, each rule off unless its table is pre
     keyring = "keyring.toml"   # author = key; relative to this file
     allow-unsigned = false     # default: true without a keyring, false with one
     max-clock-skew-seconds = 300
+    require-verified = true    # default false: refuse authors no login or signature vouches for
 
     [artifacts]                # how team+s3 stores objects (not a rule: nothing is rejected)
     object-tags = ["team.name", "team.project", "team.author", "mlflow.run_id", "mlflow.experiment_id"]
@@ -107,7 +109,7 @@ _RULE_KEYS = {
     "protected-deletions": {"enabled"},
     "lossless-values": {"enabled"},
     "reserved-tags": {"enabled", "extra"},
-    "identity": {"enabled", "keyring", "allow-unsigned", "max-clock-skew-seconds"},
+    "identity": {"enabled", "keyring", "allow-unsigned", "max-clock-skew-seconds", "require-verified"},
     "artifacts": {"object-tags", "encryption", "kms-key-id", "kms-keys"},
 }
 _RULE_EXAMPLES = {
@@ -428,11 +430,18 @@ def _identity_rule(table: dict[str, Any], base_dir: Path) -> IdentityRule:
         path = Path(raw).expanduser()
         keyring_path = path if path.is_absolute() else base_dir / path
         keyring = load_keyring(keyring_path)
-    allow_unsigned = not keyring
+    require_verified = False
+    if "require-verified" in table:
+        require_verified = _typed(
+            "identity", table, "require-verified", lambda v: isinstance(v, bool), "true or false"
+        )
+    allow_unsigned = not keyring and not require_verified
     if "allow-unsigned" in table:
         allow_unsigned = _typed(
             "identity", table, "allow-unsigned", lambda v: isinstance(v, bool), "true or false"
         )
+    if require_verified and allow_unsigned:
+        raise _Invalid(errors.POLICY_REQUIRE_VERIFIED_CONFLICT)
     skew = 300
     if "max-clock-skew-seconds" in table:
         skew = _typed(
@@ -442,7 +451,8 @@ def _identity_rule(table: dict[str, Any], base_dir: Path) -> IdentityRule:
             lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 86_400,
             "a whole number of seconds from 1 to 86400",
         )
-    if not allow_unsigned and not keyring:
+    # require-verified without a keyring: a server behind MLflow's login (--app-name basic-auth).
+    if not allow_unsigned and not keyring and not require_verified:
         raise _Invalid(
             "[identity] allow-unsigned = false needs a keyring, or no request could name its "
             "author. Add keyring = 'keyring.toml', or run the server with --app-name basic-auth "
@@ -453,6 +463,7 @@ def _identity_rule(table: dict[str, Any], base_dir: Path) -> IdentityRule:
         keyring_path=None if keyring_path is None else str(keyring_path),
         allow_unsigned=allow_unsigned,
         max_clock_skew_s=skew,
+        require_verified=require_verified,
     )
 
 

@@ -72,6 +72,31 @@ UNSIGNED_REJECTED = (
     "key, for example: export MLFLOW_TEAM_AUTHOR_KEY=<your key> MLFLOW_TRACKING_AUTH=team "
     "(`mlflow-team identity --server URL` checks the set-up). [rule: identity]"
 )
+#: ``[identity] require-verified = true``: ``{how}`` is one of the UNVERIFIED_HOW_* below.
+UNVERIFIED_REJECTED = (
+    "The request (author: {author}) was rejected: this server accepts only verified authors "
+    "([identity] require-verified = true), and the request was neither signed nor logged in. "
+    "{how} `mlflow-team identity --server URL` checks the set-up. [rule: identity]"
+)
+UNVERIFIED_HOW_SIGN = (
+    "Sign your requests with the personal key the server's keyring holds for you: pip install "
+    "mlflow-team, then export MLFLOW_TRACKING_AUTH=team MLFLOW_TEAM_AUTHOR=<your name in the keyring> "
+    "MLFLOW_TEAM_AUTHOR_KEY=<your key> (no key yet: `mlflow-team identity new-key` makes one for "
+    "the admin to add)."
+)
+UNVERIFIED_HOW_LOGIN = (
+    "Log in: export MLFLOW_TRACKING_USERNAME=<your user> MLFLOW_TRACKING_PASSWORD=<your password>."
+)
+UNVERIFIED_HOW_SIGN_OR_LOGIN = (
+    "Log in (export MLFLOW_TRACKING_USERNAME=<your user> MLFLOW_TRACKING_PASSWORD=<your password>), "
+    "or sign your requests with the personal key the server's keyring holds for you: pip install "
+    "mlflow-team, then export MLFLOW_TRACKING_AUTH=team MLFLOW_TEAM_AUTHOR=<your name in the keyring> "
+    "MLFLOW_TEAM_AUTHOR_KEY=<your key>."
+)
+UNVERIFIED_HOW_NONE = (
+    "This server has no way to verify anyone yet: its admin must add a keyring "
+    "([identity] keyring = 'keyring.toml') or run it with --app-name basic-auth."
+)
 SIGNATURE_STALE = (
     "The author signature for {author!r} was rejected: it was made {age} s away from the "
     "server's clock, and the server accepts {skew} s. A replayed request looks like this too. "
@@ -89,6 +114,11 @@ SIGNATURE_REPLAYED = (
     "The author signature for {author!r} was rejected: this exact signed request was already "
     "used. Each signed request is accepted once; send a new request instead of repeating a "
     "captured one. [rule: identity]"
+)
+REPLAY_RECORD_FAILED = (
+    "The author signature for {author!r} could not be checked against the signatures already "
+    "used: the database did not record it ({reason}). Nothing was created; send the request "
+    "again. [rule: identity]"
 )
 AUTHOR_UNKNOWN = (
     "The author {author!r} was rejected: the server's keyring has no key for that author. Ask "
@@ -183,6 +213,10 @@ POLICY_EXAMPLE_MISMATCH = (
     "Give an example name that the pattern accepts."
 )
 POLICY_NOT_TOML = "is not valid TOML ({reason}). Fix the syntax; `mlflow-team policy check FILE` checks it."
+POLICY_REQUIRE_VERIFIED_CONFLICT = (
+    "[identity] require-verified = true refuses unsigned authors and allow-unsigned = true accepts "
+    "them: keep one of the two lines, for example require-verified = true alone."
+)
 POLICY_ENV_MISSING = (
     "MLFLOW_TEAM_POLICY={value!r} names a file that does not exist. Point it at a policy file, "
     "for example MLFLOW_TEAM_POLICY=./mlflow-team.toml, or unset it to use the defaults."
@@ -413,6 +447,11 @@ EJECT_CANNOT_OPEN = (
     "The database {uri!r} could not be opened ({reason}). Check that its server answers and "
     "that the URL, user and driver are right (pip install -e \".[postgres]\" or \".[mysql]\" "
     "installs the drivers)."
+)
+EJECT_DROP_FAILED = (
+    "Ejecting {uri!r} rewrote every location, but dropping mlflow-team's own table {table} "
+    "failed ({reason}). Stock MLflow ignores that table; run mlflow-team eject --tracking-uri URL "
+    "--apply again, or drop it by hand: DROP TABLE {table}"
 )
 EJECT_FAILED = (
     "Ejecting {uri!r} failed while rewriting {table}.{column} ({reason}). Nothing was changed: "

@@ -40,6 +40,7 @@ class IdentityRule:
     keyring_path: str | None = None
     allow_unsigned: bool = True
     max_clock_skew_s: int = 300
+    require_verified: bool = False  # refuse what no login or signature vouches for (401)
 
 
 #: Object tags the team+s3 repository puts on every artifact unless the policy names others.

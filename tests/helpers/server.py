@@ -11,7 +11,12 @@ from typing import Iterator
 
 from mlflow_team.demo.servers import free_port, process
 
-__all__ = ["free_port", "mlflow_server", "run_server_expecting_failure"]
+__all__ = ["DEFAULT_WORKERS", "free_port", "mlflow_server", "run_server_expecting_failure"]
+
+
+#: ``mlflow_server(..., workers=DEFAULT_WORKERS)``: no ``--workers``, so the server runs its own
+#: default count (4 on MLflow 3), as a team runs it: for behaviour that could differ by worker.
+DEFAULT_WORKERS = None
 
 
 @contextmanager
@@ -27,7 +32,7 @@ def mlflow_server(
         "--backend-store-uri", backend_uri,
         "--artifacts-destination", str(workdir / "artifacts"),
         "--host", "127.0.0.1", "--port", str(port),
-        *([] if workers is None else ["--workers", str(workers)]),
+        *([] if workers is DEFAULT_WORKERS else ["--workers", str(workers)]),
         *(extra or []),
     ]
     with process(command, workdir / f"server-{port}.log", f"{url}/health", {**os.environ, **(env or {})},

@@ -8,11 +8,8 @@ hand.
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -22,7 +19,7 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mlflow_team import signing
+from mlflow_team.identity import signing
 from mlflow_team.cli import cli
 from tests.helpers.server import mlflow_server
 
@@ -144,53 +141,6 @@ def test_author_tags_cannot_be_rewritten_through_the_server(open_server, monkeyp
     assert author_tags(client, run_id)[0] == "alice@example.com"
 
 
-@contextmanager
-def header_recorder():
-    """A bystander HTTP server that records the headers it is sent."""
-    seen: list[dict[str, str]] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            seen.append(dict(self.headers))
-            body = b'{"experiments": []}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_POST = do_GET  # noqa: N815
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_author_header_goes_to_the_tracking_server_only(open_server, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TEAM_AUTHOR", "alice@example.com")
-    monkeypatch.setenv("MLFLOW_TEAM_AUTHOR_KEY", ALICE_KEY)
-    monkeypatch.setenv("MLFLOW_TRACKING_AUTH", "team")
-    mlflow.set_tracking_uri(open_server)
-    with header_recorder() as (other, seen):
-        MlflowClient(tracking_uri=other).search_experiments()
-        assert seen and not any(
-            name.lower().startswith("x-mlflow-team") for headers in seen for name in headers
-        ), seen
-        seen.clear()
-        monkeypatch.setenv("MLFLOW_TEAM_AUTHOR_HOSTS", other.removeprefix("http://"))
-        MlflowClient(tracking_uri=other).search_experiments()
-        assert seen[-1][signing.AUTHOR_HEADER] == "alice@example.com"
-        assert signing.SIGNATURE_HEADER in seen[-1]
-
-
 def test_identity_command_reports_what_the_open_server_accepts(open_server, monkeypatch):
     monkeypatch.setenv("MLFLOW_TEAM_AUTHOR", "alice@example.com")
     result = CliRunner().invoke(cli, ["identity", "--server", open_server])
@@ -218,6 +168,30 @@ def test_signed_client_is_the_verified_author_of_runs_and_versions(signed_server
     client.create_registered_model("taxi")
     version = client.create_model_version("taxi", f"runs:/{run.info.run_id}/model", run.info.run_id)
     assert (version.tags["team.author"], version.tags["team.author_verified"]) == ("alice@example.com", "true")
+
+
+@pytest.mark.parametrize("given", ["tracking_uri", "registry_uri"])
+def test_a_client_given_the_url_is_the_verified_author_with_no_global_uri(signed_server, monkeypatch, given, tmp_path):
+    """MlflowClient(tracking_uri=url) or (registry_uri=url), nothing set globally: the signed
+    author goes to that server (tests/unit/test_identity_client.py: and to no other host)."""
+    server, _ = signed_server
+    monkeypatch.setenv("MLFLOW_TEAM_AUTHOR", "alice@example.com")
+    monkeypatch.setenv("MLFLOW_TEAM_AUTHOR_KEY", ALICE_KEY)
+    monkeypatch.setenv("MLFLOW_TRACKING_AUTH", "team")
+    assert not mlflow.get_tracking_uri().startswith("http")
+    name = f"taxi-{given.replace('_', '-')}"
+    if given == "tracking_uri":
+        client = MlflowClient(tracking_uri=server)
+        run_id = client.create_run("0").info.run_id
+        assert author_tags(client, run_id)[:2] == ("alice@example.com", "true")
+        source = f"runs:/{run_id}/model"
+    else:
+        client = MlflowClient(tracking_uri=f"team+sqlite:///{tmp_path}/local.db", registry_uri=server)
+        run_id, source = None, "s3://models/taxi/1"
+    client.create_registered_model(name)
+    version = client.create_model_version(name, source, run_id)
+    assert (version.tags["team.author"], version.tags["team.author_verified"]) == ("alice@example.com", "true")
+    assert version.user_id == "alice@example.com"
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ from mlflow import MlflowClient
 from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 
-from mlflow_team import config, errors, identity, signing
+from mlflow_team import config, errors, identity
+from mlflow_team.identity import signing
 from tests.conftest import EVERY_RULE_TOML, unique
 
 KEY = "k" * 40
@@ -119,6 +120,67 @@ def test_signatures_required_without_a_keyring_is_rejected(tmp_path):
     path = write_policy(tmp_path, "allow-unsigned = false\n")
     with pytest.raises(errors.PolicyFileError, match=r"allow-unsigned = false needs a keyring"):
         config.load_policy_file(path)
+
+
+def test_verified_authors_are_not_required_by_default(tmp_path):
+    assert config.load_policy_file(write_policy(tmp_path, "")).identity.require_verified is False
+    assert config.default_policy().identity.require_verified is False
+
+
+def test_require_verified_refuses_unsigned_with_or_without_a_keyring(tmp_path):
+    """Without a keyring the server can still verify: MLflow's login (--app-name basic-auth)."""
+    rule = config.load_policy_file(write_policy(tmp_path, "require-verified = true\n")).identity
+    assert (rule.require_verified, rule.allow_unsigned) == (True, False)
+    keyring = f'[keys]\n"alice@example.com" = "{KEY}"\n'
+    path = write_policy(tmp_path, 'keyring = "keyring.toml"\nrequire-verified = true\n', keyring)
+    rule = config.load_policy_file(path).identity
+    assert (rule.require_verified, rule.allow_unsigned) == (True, False)
+
+
+def test_require_verified_with_allow_unsigned_true_is_rejected_as_a_contradiction(tmp_path):
+    path = write_policy(tmp_path, "require-verified = true\nallow-unsigned = true\n")
+    with pytest.raises(errors.PolicyFileError, match=r"keep one of the two lines") as info:
+        config.load_policy_file(path)
+    assert info.value.message == f"Policy file {path}: {errors.POLICY_REQUIRE_VERIFIED_CONFLICT}"
+
+
+def test_require_verified_must_be_true_or_false(tmp_path):
+    path = write_policy(tmp_path, 'require-verified = "yes"\n')
+    with pytest.raises(errors.PolicyFileError, match=r"\[identity\] require-verified = 'yes' must be true or false"):
+        config.load_policy_file(path)
+
+
+def test_require_verified_conflict_message():
+    assert errors.POLICY_REQUIRE_VERIFIED_CONFLICT == (
+        "[identity] require-verified = true refuses unsigned authors and allow-unsigned = true accepts "
+        "them: keep one of the two lines, for example require-verified = true alone."
+    )
+
+
+def test_unverified_message_says_how_to_identify_on_a_server_with_a_keyring():
+    assert errors.UNVERIFIED_REJECTED.format(author="'bob'", how=errors.UNVERIFIED_HOW_SIGN) == (
+        "The request (author: 'bob') was rejected: this server accepts only verified authors ([identity] "
+        "require-verified = true), and the request was neither signed nor logged in. Sign your requests with "
+        "the personal key the server's keyring holds for you: pip install mlflow-team, then export "
+        "MLFLOW_TRACKING_AUTH=team MLFLOW_TEAM_AUTHOR=<your name in the keyring> MLFLOW_TEAM_AUTHOR_KEY=<your key> "
+        "(no key yet: `mlflow-team identity new-key` makes one for the admin to add). `mlflow-team identity "
+        "--server URL` checks the set-up. [rule: identity]"
+    )
+
+
+def test_unverified_message_says_how_to_identify_with_a_login_both_or_neither():
+    assert errors.UNVERIFIED_HOW_LOGIN == (
+        "Log in: export MLFLOW_TRACKING_USERNAME=<your user> MLFLOW_TRACKING_PASSWORD=<your password>."
+    )
+    assert errors.UNVERIFIED_HOW_SIGN_OR_LOGIN == (
+        "Log in (export MLFLOW_TRACKING_USERNAME=<your user> MLFLOW_TRACKING_PASSWORD=<your password>), or sign "
+        "your requests with the personal key the server's keyring holds for you: pip install mlflow-team, then "
+        "export MLFLOW_TRACKING_AUTH=team MLFLOW_TEAM_AUTHOR=<your name in the keyring> MLFLOW_TEAM_AUTHOR_KEY=<your key>."
+    )
+    assert errors.UNVERIFIED_HOW_NONE == (
+        "This server has no way to verify anyone yet: its admin must add a keyring ([identity] keyring = "
+        "'keyring.toml') or run it with --app-name basic-auth."
+    )
 
 
 def test_clock_skew_must_be_a_sane_number(tmp_path):

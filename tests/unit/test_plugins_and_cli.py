@@ -29,7 +29,7 @@ def test_every_entry_point_is_registered_by_mlflow():
 
 def test_entry_point_module_imports_nothing_from_mlflow():
     code = (
-        "import sys, mlflow_team.entrypoints, mlflow_team.client_plugins, mlflow_team,"
+        "import sys, mlflow_team.entrypoints, mlflow_team.identity.client, mlflow_team,"
         " mlflow_team.artifacts;"
         "print(sorted(m for m in sys.modules if m == 'mlflow' or m.startswith('mlflow.')))"
     )

@@ -246,6 +246,15 @@ def ensure_schema(url: str, team_uri: str) -> None:
             found = _get_schema_version(engine)
     if found != expected:
         raise schema_error(team_uri, found, expected)
+    _create_team_tables(engine)
+
+
+def _create_team_tables(engine: sqlalchemy.engine.Engine) -> None:
+    """mlflow-team's own tables, beside MLflow's (never before them: MLflow creates its schema
+    only in a database with no table). MLflow's migrations leave them alone; eject drops them."""
+    from mlflow_team.identity import replay
+
+    retrying_call(replay.create_table, engine)
 
 
 def schema_error(team_uri: str, found: str | None, expected: str) -> Exception:
@@ -303,9 +312,11 @@ def upgrade(url: str) -> tuple[str | None, str]:
     try:
         if _is_empty_database(plain):  # a new database: create it, as the store would
             _initialize_tables(plain)
+            _create_team_tables(plain)
             return None, _get_schema_version(plain)
         before = _get_schema_version(plain)
         _upgrade_db(plain)
+        _create_team_tables(plain)
         return before, _get_schema_version(plain)
     finally:
         plain.dispose()

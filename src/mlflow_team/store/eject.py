@@ -9,6 +9,8 @@ prefix is all it takes: ``file:/abs/mlruns/1/...`` and ``s3://bucket/prefix/...`
 them, all in one transaction (``apply=True``), or only counts them (the default). A second run
 finds nothing. It works on SQLAlchemy Core over its own engine, never on the store's sessions, so
 it runs on a database no ``team+`` store can open (an older schema, a half-installed plugin).
+mlflow-team's own tables (:data:`TEAM_TABLES`, which stock MLflow never reads) are dropped once
+the rewrite has committed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
 from mlflow_team import errors
+from mlflow_team.identity import replay
 from mlflow_team.redact import mask_secrets, mask_url
 
 PREFIX = "team+"
@@ -27,6 +30,8 @@ PREFIX = "team+"
 ARTIFACT_PREFIXES = ("team+file:", "team+s3:")
 #: Database backends eject knows how to rewrite (the ones the test suite runs).
 SUPPORTED_BACKENDS = ("sqlite", "postgresql", "mysql")
+#: Tables of mlflow-team's own beside MLflow's: the signatures first used (identity/replay.py).
+TEAM_TABLES = (replay.TABLE,)
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class EjectReport:
     applied: bool
     changes: list[Change] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)  # columns this schema does not have
+    team_tables: list[str] = field(default_factory=list)  # mlflow-team's own: dropped when applied
 
     @property
     def rows(self) -> int:
@@ -163,6 +169,10 @@ def eject(tracking_uri: str, apply: bool = False) -> EjectReport:
                     report.absent.append(target.label)
                     continue
                 report.changes.append(_rewrite(connection, text, target, tracking_uri, apply))
+            present = set(inspect(connection).get_table_names())
+            report.team_tables = [name for name in TEAM_TABLES if name in present]
+        if apply:
+            _drop_team_tables(connection, report.team_tables, tracking_uri)
     finally:
         connection.close()
         engine.dispose()
@@ -196,6 +206,21 @@ def _rewrite(connection, text, target: Column, tracking_uri: str, apply: bool) -
         ) from None
     new = example[len(PREFIX) :] if example else None
     return Change(target.table, target.column, target.key, rows, example, new)
+
+
+def _drop_team_tables(connection, names: list[str], tracking_uri: str) -> None:
+    """After the rewrite committed (MySQL would commit it at the first DROP anyway)."""
+    for name in names:
+        try:
+            with connection.begin():
+                connection.exec_driver_sql(f"DROP TABLE {_quoted(connection, name)}")
+        except Exception as exc:
+            raise EjectError(
+                errors.EJECT_DROP_FAILED.format(
+                    uri=mask_url(tracking_uri), table=name, reason=mask_secrets(_reason(exc), tracking_uri)
+                ),
+                error_code=INTERNAL_ERROR,
+            ) from None
 
 
 def _columns_by_table(inspector) -> dict[str, set[str]]:

@@ -8,7 +8,8 @@ from mlflow.entities.model_registry import ModelVersionTag
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.model_registry.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
-from mlflow_team import policy, stamping
+from mlflow_team import policy
+from mlflow_team.identity import server as stamping
 from mlflow_team.policy import Policy
 from mlflow_team.store import db, links, uri
 

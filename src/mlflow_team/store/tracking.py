@@ -13,7 +13,8 @@ from mlflow.entities import RunTag
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
-from mlflow_team import policy, stamping
+from mlflow_team import policy
+from mlflow_team.identity import server as stamping
 from mlflow_team.policy import Policy
 from mlflow_team.store import compat, db, lean, links, uri
 

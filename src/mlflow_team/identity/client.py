@@ -6,9 +6,11 @@ runs. Each one degrades to doing nothing (with one warning) rather than break a 
 - :class:`AuthorRunContext` (``mlflow.run_context_provider``): direct mode, the tracking URI is a
   database: every fluent run gets ``mlflow.user`` and ``team.author``.
 - :class:`AuthorHeaderProvider` (``mlflow.request_header_provider``): the author header on
-  requests to allowed HTTP tracking servers only.
+  requests to the tracking and registry servers a client was asked to talk to, however the URL
+  was given (``MlflowClient(tracking_uri=url)``, ``registry_uri=url``, ``mlflow.set_tracking_uri``,
+  ``MLFLOW_TRACKING_URI``), and to no other host (``MLFLOW_TEAM_AUTHOR_HOSTS`` overrides).
 - :class:`TeamRequestAuthProvider` (``mlflow.request_auth_provider``, ``MLFLOW_TRACKING_AUTH=team``):
-  signs each request to an allowed server with the author's personal key.
+  signs each request to those servers with the author's personal key.
 """
 
 from __future__ import annotations
@@ -44,8 +46,22 @@ def _netloc(parts) -> str:
     return f"{host}:{parts.port or default}"
 
 
-def _allowed(destination: str) -> bool:
-    """May the author headers go to ``destination`` (an http(s) URL)?"""
+#: MLflow's REST stores for http(s) tracking and registry URIs (exact classes: Databricks' and
+#: other plugins' subclasses talk to servers that are no team server).
+_REST_STORES = (
+    ("mlflow.store.tracking.rest_store", "RestStore"),
+    ("mlflow.store.model_registry.rest_store", "RestStore"),
+)
+#: ``host:port`` of every server one of this process's MLflow clients was built to talk to: a
+#: tracking or registry URI given to ``MlflowClient(...)``, set globally or in the environment.
+_asked: set[str] = set()
+
+
+def _allowed(destination: str, asked: bool = False) -> bool:
+    """May the author headers go to ``destination`` (an http(s) URL)?
+
+    ``asked``: one of MLflow's REST stores, built for this very host, is making the request.
+    """
     from mlflow_team import config
 
     parts = urlsplit(destination)
@@ -58,7 +74,13 @@ def _allowed(destination: str) -> bool:
             fnmatch.fnmatchcase(netloc, p) or fnmatch.fnmatchcase(parts.hostname.lower(), p)
             for p in patterns
         )
-    # Default: the http(s) tracking and registry servers this process is configured to use.
+    # Default: the tracking and registry servers a client of this process was asked to talk to,
+    # however the URL was given (MlflowClient(tracking_uri=...), registry_uri=..., globally).
+    if asked:
+        _asked.add(netloc)
+        return True
+    if netloc in _asked:
+        return True
     mlflow = sys.modules.get("mlflow")
     if mlflow is None:
         return False
@@ -70,21 +92,36 @@ def _allowed(destination: str) -> bool:
     return netloc in in_use
 
 
-def _destination_of_current_request() -> str | None:
-    """The host MLflow's ``http_request`` is about to call: a header provider is not told it.
+def _current_request(depth: int = 32) -> tuple[str | None, bool]:
+    """``(destination, asked)`` for the request MLflow's ``http_request`` is about to make: a
+    header provider is told neither.
 
-    Found in the caller's frame (``host_creds``); when it cannot be found nothing is sent.
+    The destination is the ``host_creds`` in a caller's frame (when it cannot be found nothing
+    is sent); ``asked`` says that further up, one of MLflow's REST stores built for that host is
+    the caller. Requests whose URL comes from elsewhere (an ``http`` artifact location a server
+    handed out, a deployments client, a judge's endpoint) are not a store's.
     """
-    frame = sys._getframe(1)
-    for _ in range(8):
-        frame = frame.f_back
+    frame = sys._getframe(2)
+    destination = None
+    stores = tuple(
+        cls for cls in (getattr(sys.modules.get(m), n, None) for m, n in _REST_STORES) if cls is not None
+    )
+    for _ in range(depth):
         if frame is None:
-            return None
-        creds = frame.f_locals.get("host_creds")
-        host = getattr(creds, "host", None)
-        if isinstance(host, str):
-            return host
-    return None
+            break
+        scope = frame.f_locals
+        if destination is None:
+            host = getattr(scope.get("host_creds"), "host", None)
+            destination = host if isinstance(host, str) else None
+        elif type(scope.get("self")) in stores:
+            return destination, _same_host(scope["self"], destination)
+        frame = frame.f_back
+    return destination, False
+
+
+def _same_host(store, destination: str) -> bool:
+    own = _http_host(getattr(store.get_host_creds(), "host", None))
+    return own is not None and own == _http_host(destination)
 
 
 class AuthorRunContext:
@@ -104,14 +141,14 @@ class AuthorRunContext:
             return False
 
     def tags(self) -> dict[str, str]:
-        from mlflow_team import identity
+        from mlflow_team.identity import whoami
 
-        name = identity.author().name
+        name = whoami.author().name
         return {"mlflow.user": name, "team.author": name}
 
 
 class AuthorHeaderProvider:
-    """The (unsigned) author header, sent only to allowed HTTP tracking servers."""
+    """The (unsigned) author header, sent only to the servers a client was asked to talk to."""
 
     def in_context(self) -> bool:
         try:
@@ -119,16 +156,16 @@ class AuthorHeaderProvider:
 
             if not config.client_identity_on():
                 return False
-            destination = _destination_of_current_request()
-            return destination is not None and _allowed(destination)
+            destination, asked = _current_request()
+            return destination is not None and _allowed(destination, asked)
         except Exception as exc:  # noqa: BLE001
             _warn_once("header", "mlflow-team: author header skipped: %s", exc)
             return False
 
     def request_headers(self) -> dict[str, str]:
-        from mlflow_team import identity, signing
+        from mlflow_team.identity import signing, whoami
 
-        return {signing.AUTHOR_HEADER: signing.encode_author(identity.author().name)}
+        return {signing.AUTHOR_HEADER: signing.encode_author(whoami.author().name)}
 
 
 class AuthorSigner:
@@ -143,11 +180,15 @@ class AuthorSigner:
 
     @staticmethod
     def _sign(request) -> None:
-        from mlflow_team import config, identity, signing
+        from mlflow_team import config
+        from mlflow_team.identity import signing, whoami
 
-        if not config.client_identity_on() or not _allowed(request.url):
+        if not config.client_identity_on():
             return
-        key = identity.signing_key()
+        destination, asked = _current_request()  # requests' auth hook, called by http_request
+        if not _allowed(request.url, asked and _http_host(destination) == _http_host(request.url)):
+            return
+        key = whoami.signing_key()
         if key is None:
             _warn_once(
                 "nokey",
@@ -160,7 +201,7 @@ class AuthorSigner:
         parts = urlsplit(request.url)
         headers = signing.sign_headers(
             key.secret,
-            identity.author().name,
+            whoami.author().name,
             time.time(),
             request.method,
             unquote(parts.path),  # the server sees the decoded path

@@ -1,6 +1,7 @@
 """Who is the author of this process's runs, and which key signs for them (client side).
 
-Imports only the standard library: MLflow loads the providers that call this while it imports.
+Imports only the standard library at import time (:mod:`mlflow_team.config` is imported when
+called): MLflow loads the providers that call this while it imports.
 
 The author is, in order: ``MLFLOW_TEAM_AUTHOR``; the git ``user.email`` of the working directory's
 repository (or the global one); ``MLFLOW_TRACKING_USERNAME``; ``user@host`` from the OS.
@@ -17,8 +18,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow_team import config
-
 
 @dataclass(frozen=True)
 class Author:
@@ -29,6 +28,8 @@ class Author:
 def author() -> Author:
     """The author of this process's runs. Cached per environment and directory; never raises."""
     try:
+        from mlflow_team import config
+
         return _author(
             os.environ.get(config.AUTHOR_ENV, ""),
             os.environ.get("MLFLOW_TRACKING_USERNAME", ""),
@@ -40,6 +41,8 @@ def author() -> Author:
 
 @functools.lru_cache(maxsize=32)
 def _author(explicit: str, tracking_username: str, cwd: str) -> Author:
+    from mlflow_team import config
+
     if explicit.strip():
         return Author(explicit.strip(), config.AUTHOR_ENV)
     email = _git_email(cwd)
@@ -92,6 +95,8 @@ class Key:
 
 def signing_key() -> Key | None:
     """The author's personal key: ``MLFLOW_TEAM_AUTHOR_KEY``, else the key file, else none."""
+    from mlflow_team import config
+
     value = os.environ.get(config.AUTHOR_KEY_ENV, "").strip()
     if value:
         return Key(value.encode(), config.AUTHOR_KEY_ENV)
