@@ -242,7 +242,7 @@ def stock_python() -> str:
 def spark():
     """A real local[2] Spark session for SparkTrials (Java and pyspark needed; under CI=true their
     absence fails). Its executors run this Python, with the repository importable (the tests'
-    objectives are pickled by reference)."""
+    objectives are pickled by reference), under MLFLOW_AUTOLOGGING_TESTING."""
     import shutil
 
     if shutil.which("java") is None:
@@ -254,7 +254,9 @@ def spark():
     from mlflow_team.hyperopt.spark import local_session
 
     root = str(Path(__file__).resolve().parent.parent)
-    session = local_session(2, {"spark.executorEnv.PYTHONPATH": root})
+    # Executors autolog as MLflow tests its own integrations: an error of ours fails the trial.
+    session = local_session(2, {"spark.executorEnv.PYTHONPATH": root,
+                                "spark.executorEnv.MLFLOW_AUTOLOGGING_TESTING": "true"})
     yield session
     session.stop()
 

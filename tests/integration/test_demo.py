@@ -116,6 +116,30 @@ def test_the_demo_runs_the_course_workflow_and_a_rerun_adds_a_version(tmp_path):
     assert len(predictions) == 2 and all(0 < p < 120 for p in predictions)
 
 
+def test_the_demo_tunes_on_a_local_spark_session(tmp_path, spark):
+    """``--spark``: the same workflow, its trials evaluated by SparkTrials in Spark executors (the
+    ``spark`` fixture is only the check that Java and pyspark are here: the demo starts its own)."""
+    workdir = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "mlflow_team.cli", "demo", "--workdir", str(workdir), "--trials", "3", "--rows", "4000",
+         "--spark", "--parallelism", "2"],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "on a local Spark session, 2 at a time" in result.stdout
+    assert f"registered {MODEL} version 1 as @champion" in result.stdout
+    assert re.search(r"\(5 logged models: [\d.]+ MB\)", result.stdout), result.stdout[-2000:]
+    mlflow.set_tracking_uri(f"team+sqlite:///{workdir / 'mlflow.db'}")
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("nyc-taxi/trip-duration").experiment_id])
+    parent = next(r for r in runs if r.info.run_name == "xgboost-hyperopt")
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name for r in trials) == ["trial-0", "trial-1", "trial-2"]
+    for run in trials:  # the objective's own tag, model and metrics, logged in an executor
+        assert run.info.status == "FINISHED" and run.data.tags["model"] == "xgboost"
+        assert run.data.metrics["rmse"] == run.data.metrics["loss"] and "demo.model_uri" in run.data.tags
+
+
 def test_the_server_demo_runs_through_http_and_ctrl_c_stops_both_servers(tmp_path):
     import os
     import re

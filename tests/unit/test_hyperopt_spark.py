@@ -28,6 +28,13 @@ pytestmark = pytest.mark.slow
 EXPERIMENT_PREFIX = "spark"
 
 
+@pytest.fixture(autouse=True)
+def _autologging_testing(monkeypatch):
+    """The driver's side as MLflow tests its integrations too (the executors' is set by the spark
+    fixture): these tests need no second run under MLFLOW_AUTOLOGGING_TESTING in CI."""
+    monkeypatch.setenv("MLFLOW_AUTOLOGGING_TESTING", "true")
+
+
 def spark_search(fn, space=SEARCH_SPACE, max_evals=4, seed=0, **trials_kwargs):
     trials = SparkTrials(parallelism=2, **trials_kwargs)
     fmin(fn, space, algo=tpe.suggest, max_evals=max_evals, trials=trials, rstate=np.random.default_rng(seed),

@@ -101,3 +101,30 @@ def test_a_run_with_its_required_tags_is_created_as_before(client):
     experiment_id = client.create_experiment("taxi/duration")
     run = client.create_run(experiment_id, tags={"team.project": "p", "mlflow.autologging": "sklearn"})
     assert run.data.tags["team.name"] == "vision"
+
+
+def test_spark_without_java_says_what_is_missing_and_how_to_install_it(monkeypatch, tmp_path):
+    pytest.importorskip("pyspark")
+    from mlflow_team.hyperopt import spark
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java here
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    with pytest.raises(RuntimeError) as raised:
+        spark.local_session()
+    assert str(raised.value) == spark.NO_JAVA == (
+        "mlflow-team: Spark needs a Java runtime (17 or newer) and none was found (no `java` on PATH, no JAVA_HOME). "
+        "Install one (Debian/Ubuntu: `apt-get install default-jre-headless`; macOS: `brew install openjdk@17`) "
+        "or set JAVA_HOME, then run again."
+    )
+
+
+def test_executors_out_of_reach_message_says_what_is_kept_what_is_not_and_the_fix():
+    from mlflow_team.hyperopt.spark import NOT_CAPTURED
+
+    assert NOT_CAPTURED.format(uri="http://mlflow:5000", why="ConnectionError: refused") == (
+        "mlflow-team: the Spark executors could not reach the tracking store http://mlflow:5000 "
+        "(ConnectionError: refused). Each trial run is still written by the driver: its params, loss, results and "
+        "status, and the params, metrics and tags the objective logged; its artifacts and models stayed on the "
+        "executor. Give the executors a tracking URI they can reach (an `mlflow server` URL, a database host "
+        "rather than a local file) to capture everything."
+    )

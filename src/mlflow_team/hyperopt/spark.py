@@ -456,19 +456,30 @@ def _unreachable(context: ExecutorContext) -> str:
 
 
 def _probe(uri: str, experiment_id: str) -> str:
+    """As cheap as the store allows: a SQLite file is there or not; a server answers ``/health``
+    (any HTTP answer will do); a database is asked for the search's experiment."""
+    from mlflow_team import redact
+
     scheme, _, rest = uri.partition(":///")
     if scheme.split("+")[-1] == "sqlite":
         path = rest.split("?")[0]
-        if not os.path.exists(path):  # opening it would create an empty database here
-            return f"the database file {path} is not on this executor"
+        # opening a missing file would create an empty database here
+        return "" if os.path.exists(path) else f"the database file {path} is not on this executor"
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true"
+            requests.get(uri.rstrip("/") + "/health", timeout=10, verify=not insecure)
+            return ""
+        except Exception as exc:  # noqa: BLE001 - any failure means: not reachable from here
+            return redact.mask_secrets(f"{type(exc).__name__}: {exc}", uri)[:500]
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
     os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
     try:
         trial._client(uri).get_experiment(experiment_id)
         return ""
     except Exception as exc:  # noqa: BLE001 - any failure means: not reachable from here
-        from mlflow_team import redact
-
         return redact.mask_secrets(f"{type(exc).__name__}: {exc}", uri)[:500]
     finally:
         _restore_env(saved)
@@ -523,7 +534,8 @@ def _autolog(context: ExecutorContext) -> None:
 
 def local_session(cores: int = 2, conf: dict | None = None):
     """A Spark session on this machine (``local[cores]``) whose executors run this Python (and so
-    find the packages of its environment), without the web UI, bound to the loopback interface."""
+    find the packages of its environment), forked with MLflow imported (``daemon``), without the web
+    UI, bound to the loopback interface."""
     import shutil
     import sys
 
@@ -538,6 +550,8 @@ def local_session(cores: int = 2, conf: dict | None = None):
         .config("spark.ui.enabled", "false")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
+        # workers forked with MLflow already imported: a trial's task does not import it again
+        .config("spark.python.daemon.module", "mlflow_team.hyperopt.daemon")
     )
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)

@@ -1,0 +1,155 @@
+"""The demo's xgboost search on SparkTrials against Trials, and autologging's cost under SparkTrials.
+
+    python benchmarks/bench_hyperopt_spark.py            # 20 trials, 3 repetitions (about 15 minutes on 2 cores)
+    python benchmarks/bench_hyperopt_spark.py --quick    # 1 repetition
+
+The search is the demo's tuning step (``mlflow-team demo``): an xgboost regressor (one thread,
+``n_jobs=1``) in the demo's DictVectorizer pipeline, on the demo's generated NYC taxi trips, the
+demo's search space, ``tpe.suggest``, the same seed everywhere, on ``team+sqlite`` in a temporary
+folder. Four ways, interleaved (the order rotates each repetition), medians:
+
+- serial: ``Trials()``, autologging on;
+- spark: ``SparkTrials(parallelism=2)`` on ``local[2]`` (``mlflow_team.hyperopt.spark.local_session``),
+  autologging on;
+- spark, none: ``SparkTrials(parallelism=2)``, autologging off, the objective logs nothing: the baseline;
+- spark, hand-written: ``SparkTrials(parallelism=2)``, autologging off, the objective logs as the
+  course writes it (its own tracking URI and experiment, ``with mlflow.start_run()``,
+  ``log_params``, ``set_tag``, ``log_metric``).
+
+Printed: the speed-up of SparkTrials over serial (target: at least 1.6x on two cores; 2x is the
+limit), and the per-trial overhead of autologging and of hand-written logging over the baseline
+under SparkTrials, and their ratio (target: at most 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SPACE_SEED = 42
+
+
+def space():
+    from hyperopt import hp
+
+    return {
+        "max_depth": hp.quniform("max_depth", 3, 10, 1),
+        "learning_rate": hp.loguniform("learning_rate", -3, 0),
+        "reg_alpha": hp.loguniform("reg_alpha", -5, -1),
+        "reg_lambda": hp.loguniform("reg_lambda", -6, -1),
+        "min_child_weight": hp.loguniform("min_child_weight", -1, 3),
+        "n_estimators": hp.quniform("n_estimators", 20, 120, 10),
+    }
+
+
+class Objective:
+    """The demo's objective (picklable: Spark ships it to the executors with its data)."""
+
+    def __init__(self, train_frame, valid_frame, hand_written: str | None = None) -> None:
+        self.train_frame, self.valid_frame = train_frame, valid_frame
+        self.hand_written = hand_written  # "tracking URI|experiment id" where the objective logs itself
+
+    def train(self, params) -> float:
+        from xgboost import XGBRegressor
+
+        from mlflow_team.demo.workflow import _fit, _pipeline
+
+        regressor = XGBRegressor(
+            max_depth=int(params["max_depth"]), n_estimators=int(params["n_estimators"]),
+            learning_rate=params["learning_rate"], reg_alpha=params["reg_alpha"], reg_lambda=params["reg_lambda"],
+            min_child_weight=params["min_child_weight"], objective="reg:squarederror", random_state=SPACE_SEED,
+            n_jobs=1,
+        )
+        rmse, _ = _fit(_pipeline(regressor), self.train_frame, self.valid_frame)
+        return rmse
+
+    def __call__(self, params):
+        from hyperopt import STATUS_OK
+
+        if self.hand_written is None:
+            return {"loss": self.train(params), "status": STATUS_OK}
+        import mlflow
+
+        uri, experiment_id = self.hand_written.split("|")
+        mlflow.set_tracking_uri(uri)
+        with mlflow.start_run(experiment_id=experiment_id):
+            mlflow.set_tag("model", "xgboost")
+            mlflow.log_params(params)
+            rmse = self.train(params)
+            mlflow.log_metric("rmse", rmse)
+        return {"loss": rmse, "status": STATUS_OK}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=20_000, help="generated training trips (the demo's default)")
+    parser.add_argument("--quick", action="store_true", help="one repetition")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else args.repeats
+
+    import logging
+
+    import mlflow
+    import numpy as np
+    from hyperopt import SparkTrials, Trials, fmin, tpe
+
+    import mlflow_team.hyperopt as team_hyperopt
+    from mlflow_team.demo import data
+    from mlflow_team.hyperopt.spark import local_session
+
+    logging.getLogger("hyperopt-spark").setLevel(logging.WARNING)
+    folder = Path(tempfile.mkdtemp(prefix="bench-hyperopt-spark-"))
+    train_frame = data.read_dataframe(data.generate(folder / "train.parquet", rows=args.rows, seed=0))
+    valid_frame = data.read_dataframe(data.generate(folder / "valid.parquet", month=2, rows=args.rows // 2, seed=1))
+    uri = f"team+sqlite:///{folder}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    local_session(2)
+
+    def search(way: str, repetition: int) -> float:
+        experiment_id = mlflow.set_experiment(f"{way}-{repetition}").experiment_id
+        hand = way == "spark, hand-written"
+        objective = Objective(train_frame, valid_frame, f"{uri}|{experiment_id}" if hand else None)
+        if way in ("serial", "spark"):
+            team_hyperopt.autolog(log_plots=False)
+        else:
+            team_hyperopt.autolog(disable=True)
+        trials = Trials() if way == "serial" else SparkTrials(parallelism=2)
+        started = time.perf_counter()
+        fmin(objective, space(), algo=tpe.suggest, max_evals=args.trials, trials=trials,
+             rstate=np.random.default_rng(SPACE_SEED), show_progressbar=False)
+        seconds = time.perf_counter() - started
+        team_hyperopt.autolog(disable=True)
+        print(f"  {way:<22} {seconds:7.2f} s", flush=True)
+        return seconds
+
+    ways = ["serial", "spark", "spark, none", "spark, hand-written"]
+    times: dict[str, list[float]] = {way: [] for way in ways}
+    print(f"{args.trials} trials of the demo's xgboost search ({args.rows:,} trips, n_jobs=1), {repeats} repetition(s)")
+    for repetition in range(repeats):
+        order = ways[repetition % len(ways):] + ways[:repetition % len(ways)]
+        print(f"repetition {repetition + 1}:")
+        for way in order:
+            times[way].append(search(way, repetition))
+    median = {way: statistics.median(values) for way, values in times.items()}
+    speedup = median["serial"] / median["spark"]
+    auto = (median["spark"] - median["spark, none"]) / args.trials
+    hand = (median["spark, hand-written"] - median["spark, none"]) / args.trials
+    print("\nmedians:", ", ".join(f"{way} {seconds:.1f} s" for way, seconds in median.items()))
+    print(f"SparkTrials(parallelism=2) against Trials, autologging on: {speedup:.2f}x faster (target >= 1.6x)")
+    print(f"per-trial overhead under SparkTrials: autologging {auto * 1000:+.0f} ms, hand-written {hand * 1000:+.0f} ms")
+    if hand > 0:
+        print(f"autologging / hand-written overhead: {auto / hand:.2f} (target <= 0.5)")
+    else:
+        print("hand-written logging cost nothing measurable here: no ratio")
+
+
+if __name__ == "__main__":
+    main()
