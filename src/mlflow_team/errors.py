@@ -275,6 +275,13 @@ S3_BAD_CREDENTIALS = (
     "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or AWS_PROFILE."
 )
 S3_REQUEST_FAILED = "S3 {operation} on {uri!r} failed: {detail}"
+ARTIFACT_OWNER_UNKNOWN = (
+    "Artifact {artifact!r} was not uploaded: mlflow-team could not read {what} {id!r} from the "
+    "tracking store {tracking} ({attempts} attempt(s); {reason}). The {what}'s experiment decides "
+    "the object's encryption key and tags, so the upload is refused rather than stored with the "
+    "defaults. Check that the tracking store answers (mlflow-team doctor --tracking-uri URL) and "
+    "that the {what} exists, then log the artifact again."
+)
 ARTIFACT_SETTINGS_INVALID = (
     "[artifacts] {key} = {value!r} was rejected: {rule}. For example: {example}"
 )
@@ -376,6 +383,13 @@ class ArtifactStorageError(MlflowException):
     """S3 refused or failed a request; the message says which and what to do."""
 
     def __init__(self, message: str, error_code: int = INVALID_PARAMETER_VALUE):
+        super().__init__(message, error_code=error_code)
+
+
+class OwnerUnknown(MlflowException):
+    """An upload refused because its run's (or model's) experiment could not be read."""
+
+    def __init__(self, message: str, error_code: int = TEMPORARILY_UNAVAILABLE):
         super().__init__(message, error_code=error_code)
 
 

@@ -190,7 +190,8 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
             args["ContentEncoding"] = guessed_encoding
         args.update(self._bucket_owner_params)
         args.update(self.get_s3_file_upload_extra_args() or {})
-        run = owner.owner_of(key, self.tracking_uri)
+        bucket = self.parse_s3_compliant_uri(self.artifact_uri)[0]
+        run = owner.owner_of(key, self.tracking_uri, shown=f"{SCHEME}://{bucket}/{key}")  # raises, never guesses
         tags = _object_tags(self._settings.object_tags, run.values())
         if tags:
             args["Tagging"] = tags
