@@ -134,3 +134,27 @@ def _folder(tmp_path):
     (folder / "a.csv").write_text("1,2")
     (folder / "b.csv").write_text("3,4")
     return folder
+
+
+def test_a_client_without_the_servers_keyring_uploads_with_the_artifacts_settings(s3, tmp_path, monkeypatch):
+    """The team's policy file names the server's keyring; a client has the file, not the keyring."""
+    policy = tmp_path / "mlflow-team.toml"
+    policy.write_text("[identity]\nkeyring = 'keyring.toml'\nallow-unsigned = false\n\n" + KMS_POLICY)
+    monkeypatch.setenv("MLFLOW_TEAM_POLICY", str(policy))
+    assert not (tmp_path / "keyring.toml").exists()
+    # A tracking store that does not read the policy: stock MLflow's, as behind a team server.
+    uri = f"sqlite:///{tmp_path}/stock.db"
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    experiment_id = client.create_experiment("finance/fraud", artifact_location=f"team+s3://{BUCKET}/mlflow/1")
+    run = client.create_run(experiment_id)
+    client.log_artifact(run.info.run_id, str(_source(tmp_path)))
+    client.log_artifacts(run.info.run_id, str(_folder(tmp_path)), "data")
+    keys = _objects(s3)
+    assert len(keys) == 3
+    for key in keys:
+        assert s3.head_object(Bucket=BUCKET, Key=key)["SSEKMSKeyId"].endswith("alias/finance")
+    # A broken [artifacts] table is still reported, naming the file and the key.
+    policy.write_text("[identity]\nkeyring = 'keyring.toml'\n\n[artifacts]\nencryption = 'rot13'\n")
+    with pytest.raises(errors.PolicyFileError, match=r"\[artifacts\] encryption = 'rot13' was rejected"):
+        TeamS3ArtifactRepository(run.info.artifact_uri)

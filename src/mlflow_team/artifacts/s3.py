@@ -40,6 +40,7 @@ from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 
 from mlflow_team import config, errors
 from mlflow_team.artifacts import integrity, owner
+from mlflow_team.artifacts.settings import artifact_settings
 
 _logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
             tracking_uri=tracking_uri,
             registry_uri=registry_uri,
         )
-        self._settings = config.load_policy().artifacts
+        self._settings = artifact_settings()  # [artifacts] only: never the server's keyring
 
     # --- plumbing ------------------------------------------------------------------------
 
