@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
+import secrets
 from typing import BinaryIO
 
 from mlflow.exceptions import MlflowException
@@ -51,18 +51,23 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
 
     # --- writing -------------------------------------------------------------------------
 
-    def _write_atomically(self, source: BinaryIO, destination: str, mode: int | None) -> None:
-        folder = os.path.dirname(destination)
-        fd, temp_path = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX)
+    def _write_atomically(self, source: BinaryIO, destination: str) -> str:
+        """Write ``source`` to ``destination`` through a hidden temporary file; return its SHA-256.
+
+        The temporary file is created with mode 0o666 and the process umask applied by the
+        kernel, as ``open()`` would: the umask is never read by setting it (``os.umask`` changes
+        it for every thread of the process, and a folder another thread created meanwhile would
+        get mode 0o777).
+        """
+        fd, temp_path = _create_temp(os.path.dirname(destination))
         try:
             with os.fdopen(fd, "wb") as temp:
                 digest = integrity.copy_hashing(source, temp)
                 temp.flush()
                 os.fsync(temp.fileno())
-            if mode is not None:
-                os.chmod(temp_path, mode)
             integrity.store_digest(temp_path, destination, digest)
             os.replace(temp_path, destination)
+            return digest
         except BaseException:
             integrity.drop_digest(temp_path)
             try:
@@ -92,11 +97,11 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
         except FileNotFoundError:
             pass
         with open(local_file, "rb") as source:
-            self._write_atomically(source, destination, _umask_mode())
+            self._write_atomically(source, destination)
 
     def log_artifact_from_stream(self, stream, artifact_file_name, artifact_path=None):
         destination = self._destination(artifact_file_name, artifact_path)
-        self._write_atomically(stream, destination, _umask_mode())
+        self._write_atomically(stream, destination)
 
     async def log_artifact_from_async_stream(self, chunks, artifact_file_name, artifact_path=None):
         import asyncio
@@ -107,7 +112,7 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
             async for chunk in chunks:
                 await asyncio.to_thread(spool.write, chunk)
             spool.seek(0)
-            await asyncio.to_thread(self._write_atomically, spool, destination, _umask_mode())
+            await asyncio.to_thread(self._write_atomically, spool, destination)
         finally:
             spool.close()
 
@@ -120,11 +125,10 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
             target_dir = root if relative == "." else os.path.join(root, relative)
             os.makedirs(target_dir, exist_ok=True)
             jobs.extend((os.path.join(folder, f), os.path.join(target_dir, f)) for f in files)
-        mode = _umask_mode()
 
         def copy(job: tuple[str, str]) -> None:
             with open(job[0], "rb") as source:
-                self._write_atomically(source, job[1], mode)
+                self._write_atomically(source, job[1])
 
         integrity.run_all(copy, jobs, self.max_workers)
 
@@ -210,12 +214,11 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
             shutil.rmtree(target)
 
 
-_UMASK_LOCK = threading.Lock()
-
-
-def _umask_mode() -> int:
-    """The mode ``open()`` would give a new file (the umask can only be read by setting it)."""
-    with _UMASK_LOCK:
-        current = os.umask(0)
-        os.umask(current)
-    return 0o666 & ~current
+def _create_temp(folder: str) -> tuple[int, str]:
+    """A new hidden file in ``folder``, opened for writing, with the mode ``open()`` gives."""
+    while True:
+        path = os.path.join(folder, _TEMP_PREFIX + secrets.token_hex(8))
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), path
+        except FileExistsError:
+            continue
