@@ -275,6 +275,14 @@ S3_BAD_CREDENTIALS = (
     "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or AWS_PROFILE."
 )
 S3_REQUEST_FAILED = "S3 {operation} on {uri!r} failed: {detail}"
+PRESIGNED_UPLOAD_REFUSED = (
+    "A presigned upload URL for {path!r} was refused: a file sent straight to S3 through it would "
+    "skip what {scheme} gives every object (the SHA-256 that S3 checks on receipt and that "
+    "downloads are checked against, the run's object tags, the policy's encryption). Upload "
+    "through MLflow instead, for example MlflowClient().log_artifact(run_id, 'model.pkl'), or "
+    "MLflow's multipart upload (MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD=true) through a server "
+    "with --artifacts-destination {scheme}://..., which records all three."
+)
 ARTIFACT_OWNER_UNKNOWN = (
     "Artifact {artifact!r} was not uploaded: mlflow-team could not read {what} {id!r} from the "
     "tracking store {tracking} ({attempts} attempt(s); {reason}). The {what}'s experiment decides "

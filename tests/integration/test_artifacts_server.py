@@ -94,7 +94,19 @@ def test_clients_write_to_s3_themselves_behind_a_server(s3, tmp_path):
         mlflow.set_experiment("taxi-client-direct")
         run = _log_register_load("taxi-client-direct")
         assert run.info.artifact_uri.startswith(f"team+s3://{BUCKET}/client-direct/")
-        _assert_verified_and_tagged(client, "client-direct/", run)
+        keys = _assert_verified_and_tagged(client, "client-direct/", run)
+
+        # The server would hand out a URL for an unchecked, untagged, unencrypted PUT: refused.
+        import requests
+
+        response = requests.post(
+            f"{url}/api/2.0/mlflow/artifacts/presigned-upload-url",
+            json={"run_id": run.info.run_id, "path": "model/extra.pkl"}, timeout=30,
+        )
+        assert response.status_code == 400, response.text
+        assert "A presigned upload URL for 'model/extra.pkl' was refused" in response.json()["message"]
+        after = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="client-direct/").get("Contents", [])]
+        assert sorted(after) == sorted(keys)
 
 
 def test_a_proxying_server_stores_verified_tagged_objects_and_refuses_wide_deletes(s3, tmp_path, monkeypatch):
@@ -124,10 +136,12 @@ def test_a_proxying_server_stores_verified_tagged_objects_and_refuses_wide_delet
         assert sorted(after) == sorted(keys)
 
 
-def test_proxied_multipart_upload_ends_verified(s3, tmp_path, monkeypatch):
+def test_proxied_multipart_upload_ends_verified_tagged_and_encrypted(s3, tmp_path, monkeypatch):
     client, env = s3
+    policy = tmp_path / "server-policy.toml"
+    policy.write_text("[artifacts]\nencryption = 'AES256'\n")
     with mlflow_server(
-        f"team+sqlite:///{tmp_path}/mlflow.db", tmp_path, env=env,
+        f"team+sqlite:///{tmp_path}/mlflow.db", tmp_path, env={**env, "MLFLOW_TEAM_POLICY": str(policy)},
         extra=["--artifacts-destination", f"team+s3://{BUCKET}/multipart"],
     ) as url:
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -149,6 +163,7 @@ def test_proxied_multipart_upload_ends_verified(s3, tmp_path, monkeypatch):
         assert head["Metadata"]["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
         tags = {t["Key"]: t["Value"] for t in client.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]}
         assert tags["mlflow.run_id"] == run.info.run_id
+        assert head["ServerSideEncryption"] == "AES256"
         out = tmp_path / "out"
         out.mkdir()
         local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="big.bin", dst_path=str(out))

@@ -12,6 +12,7 @@ import sys
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from mlflow_team import errors
 from mlflow_team.artifacts import owner
@@ -158,3 +159,34 @@ def test_a_client_without_the_servers_keyring_uploads_with_the_artifacts_setting
     policy.write_text("[identity]\nkeyring = 'keyring.toml'\n\n[artifacts]\nencryption = 'rot13'\n")
     with pytest.raises(errors.PolicyFileError, match=r"\[artifacts\] encryption = 'rot13' was rejected"):
         TeamS3ArtifactRepository(run.info.artifact_uri)
+
+
+def test_a_presigned_upload_url_is_refused_with_what_to_use_instead(finance_run, s3):
+    _, run = finance_run
+    repo = TeamS3ArtifactRepository(run.info.artifact_uri)
+    with pytest.raises(MlflowException, match=r"A presigned upload URL for 'model/model.pkl' was refused: .*S3 checks") as caught:
+        repo.create_presigned_upload_url("model/model.pkl")
+    assert "MlflowClient().log_artifact(run_id, 'model.pkl')" in caught.value.message
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert _objects(s3) == []
+
+
+def test_the_messages_of_failing_closed_word_for_word():
+    assert errors.ARTIFACT_OWNER_UNKNOWN.format(
+        artifact="team+s3://b/1/r/artifacts/a.txt", what="run", id="r", tracking="http://127.0.0.1:5000",
+        attempts=3, reason="ConnectionError: refused",
+    ) == (
+        "Artifact 'team+s3://b/1/r/artifacts/a.txt' was not uploaded: mlflow-team could not read run 'r' from the "
+        "tracking store http://127.0.0.1:5000 (3 attempt(s); ConnectionError: refused). The run's experiment decides "
+        "the object's encryption key and tags, so the upload is refused rather than stored with the defaults. Check "
+        "that the tracking store answers (mlflow-team doctor --tracking-uri URL) and that the run exists, then log "
+        "the artifact again."
+    )
+    assert errors.PRESIGNED_UPLOAD_REFUSED.format(path="m.pkl", scheme="team+s3") == (
+        "A presigned upload URL for 'm.pkl' was refused: a file sent straight to S3 through it would skip what "
+        "team+s3 gives every object (the SHA-256 that S3 checks on receipt and that downloads are checked against, "
+        "the run's object tags, the policy's encryption). Upload through MLflow instead, for example "
+        "MlflowClient().log_artifact(run_id, 'model.pkl'), or MLflow's multipart upload "
+        "(MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD=true) through a server with --artifacts-destination team+s3://..., "
+        "which records all three."
+    )

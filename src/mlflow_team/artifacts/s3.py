@@ -409,6 +409,17 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         except Exception as exc:
             raise self._fail(exc, "clean-up", root) from exc
 
+    # --- presigned uploads: refused ------------------------------------------------------
+
+    def create_presigned_upload_url(self, artifact_path, expiration=900):
+        """Refused: stock's URL lets a client PUT any bytes with no checksum, tags or encryption
+        (S3 cannot check a digest the server does not know when it signs the URL)."""
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        raise MlflowException(
+            errors.PRESIGNED_UPLOAD_REFUSED.format(path=artifact_path, scheme=SCHEME), INVALID_PARAMETER_VALUE
+        )
+
     # --- multipart uploads proxied by `mlflow server` ------------------------------------
 
     def create_multipart_upload(self, local_file, num_parts=1, artifact_path=None):
