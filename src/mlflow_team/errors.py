@@ -283,6 +283,12 @@ PRESIGNED_UPLOAD_REFUSED = (
     "MLflow's multipart upload (MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD=true) through a server "
     "with --artifacts-destination {scheme}://..., which records all three."
 )
+PRESIGNED_DOWNLOAD_REFUSED = (
+    "A presigned download URL for {path!r} was refused: a file fetched straight from S3 through "
+    "it would skip the SHA-256 check that {scheme} makes before a download is written, so a "
+    "damaged or replaced artifact would be returned as good. Download through MLflow instead, "
+    "for example mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path={path!r})."
+)
 ARTIFACT_OWNER_UNKNOWN = (
     "Artifact {artifact!r} was not uploaded: mlflow-team could not read {what} {id!r} from the "
     "tracking store {tracking} ({attempts} attempt(s); {reason}). The {what}'s experiment decides "

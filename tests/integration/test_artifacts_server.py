@@ -168,3 +168,66 @@ def test_proxied_multipart_upload_ends_verified_tagged_and_encrypted(s3, tmp_pat
         out.mkdir()
         local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="big.bin", dst_path=str(out))
         assert open(local, "rb").read() == big.read_bytes()
+
+
+#: MLflow's own default (`mlflow server --help`); the helper starts one worker unless told.
+DEFAULT_WORKERS = ["--workers", "4"]
+
+
+@pytest.fixture
+def no_client_retries(monkeypatch):
+    """The server answers a damaged artifact with DATA_LOSS (HTTP 500), which MLflow's client
+    retries for minutes; a test needs the first answer only."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+
+
+def _download_fails_and_writes_nothing(run_id: str, path: str, out) -> None:
+    out.mkdir()
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(out))
+    assert [p for p in out.rglob("*") if p.is_file()] == []
+
+
+def test_an_object_replaced_without_our_metadata_is_caught_through_the_proxy(s3, tmp_path, monkeypatch, no_client_retries):
+    import requests
+
+    client, env = s3
+    with mlflow_server(
+        f"team+sqlite:///{tmp_path}/mlflow.db", tmp_path, env=env,
+        extra=["--artifacts-destination", f"team+s3://{BUCKET}/replaced", *DEFAULT_WORKERS],
+    ) as url:
+        for name in env:
+            monkeypatch.delenv(name)
+        mlflow.set_tracking_uri(url)
+        mlflow.set_experiment("replaced-s3")
+        with mlflow.start_run() as run:
+            mlflow.log_text("the real notes", "notes/a.txt")
+            mlflow.log_text("untouched", "notes/b.txt")
+        key = next(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="replaced/")["Contents"]
+                   if o["Key"].endswith("notes/a.txt"))
+        client.put_object(Bucket=BUCKET, Key=key, Body=b"written by another tool")  # no metadata
+        for attempt in range(4):  # whichever worker answers
+            _download_fails_and_writes_nothing(run.info.run_id, "notes/a.txt", tmp_path / f"out{attempt}")
+        # What the UI fetches for the file.
+        response = requests.get(f"{url}/get-artifact", params={"path": "notes/a.txt", "run_uuid": run.info.run_id},
+                                timeout=30)
+        assert response.status_code >= 400 and b"written by another tool" not in response.content
+        assert mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/notes/b.txt") == "untouched"
+
+
+def test_a_team_file_artifact_replaced_by_a_rename_is_caught_through_the_proxy(tmp_path, no_client_retries):
+    store = tmp_path / "store"
+    with mlflow_server(
+        f"team+sqlite:///{tmp_path}/mlflow.db", tmp_path,
+        extra=["--artifacts-destination", "team+" + store.as_uri(), *DEFAULT_WORKERS],
+    ) as url:
+        mlflow.set_tracking_uri(url)
+        mlflow.set_experiment("replaced-file")
+        with mlflow.start_run() as run:
+            mlflow.log_text("the real notes", "notes/a.txt")
+        stored = next(store.rglob("a.txt"))
+        replacement = stored.with_name("a.txt.tmp")
+        replacement.write_text("written by another tool")
+        os.replace(replacement, stored)
+        for attempt in range(4):
+            _download_fails_and_writes_nothing(run.info.run_id, "notes/a.txt", tmp_path / f"out{attempt}")

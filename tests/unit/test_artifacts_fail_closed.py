@@ -60,7 +60,9 @@ def finance_run(s3, tmp_path, monkeypatch):
 
 
 def _objects(s3):
-    return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    """The artifacts' objects (not the manifest records kept beside them)."""
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    return [k for k in keys if "/.mlflow-team-manifest/" not in k]
 
 
 def _source(tmp_path, name="notes.txt"):
@@ -190,3 +192,17 @@ def test_the_messages_of_failing_closed_word_for_word():
         "(MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD=true) through a server with --artifacts-destination team+s3://..., "
         "which records all three."
     )
+
+
+def test_a_presigned_download_url_that_would_skip_the_check_is_refused(finance_run, s3):
+    _, run = finance_run
+    repo = TeamS3ArtifactRepository(run.info.artifact_uri)
+    with pytest.raises(MlflowException, match=r"A presigned download URL for 'model/model.pkl' was refused") as caught:
+        repo.get_download_presigned_url("model/model.pkl")
+    assert errors.PRESIGNED_DOWNLOAD_REFUSED.format(path="m.pkl", scheme="team+s3") == (
+        "A presigned download URL for 'm.pkl' was refused: a file fetched straight from S3 through it would skip the "
+        "SHA-256 check that team+s3 makes before a download is written, so a damaged or replaced artifact would be "
+        "returned as good. Download through MLflow instead, for example "
+        "mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path='m.pkl')."
+    )
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE"

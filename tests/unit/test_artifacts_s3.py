@@ -48,7 +48,9 @@ def run(s3, tmp_path):
 
 
 def _objects(s3, prefix=""):
-    return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+    """The artifacts' objects (not the manifest records kept beside them)."""
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+    return [k for k in keys if "/.mlflow-team-manifest/" not in k]
 
 
 def test_a_directory_uploads_with_sha256_and_run_tags_and_round_trips(s3, run, tmp_path):

@@ -12,14 +12,14 @@ import os
 import shutil
 import tempfile
 import secrets
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
 from mlflow_team import config
-from mlflow_team.artifacts import integrity
+from mlflow_team.artifacts import integrity, manifest
 
 SCHEME = "team+file"
 _TEMP_PREFIX = ".artifact.uploading."  # MLflow's own staging prefix: its listings skip it too
@@ -44,6 +44,7 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
         super().__init__(to_file_uri(artifact_uri), tracking_uri=tracking_uri, registry_uri=registry_uri)
         # Keep the team+ scheme in the URI MLflow derives child URIs from.
         self.artifact_uri = artifact_uri
+        self._manifests = manifest.Cache()
 
     @property
     def max_workers(self) -> int:
@@ -97,11 +98,11 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
         except FileNotFoundError:
             pass
         with open(local_file, "rb") as source:
-            self._write_atomically(source, destination)
+            self._record({destination: self._write_atomically(source, destination)})
 
     def log_artifact_from_stream(self, stream, artifact_file_name, artifact_path=None):
         destination = self._destination(artifact_file_name, artifact_path)
-        self._write_atomically(stream, destination)
+        self._record({destination: self._write_atomically(stream, destination)})
 
     async def log_artifact_from_async_stream(self, chunks, artifact_file_name, artifact_path=None):
         import asyncio
@@ -112,7 +113,8 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
             async for chunk in chunks:
                 await asyncio.to_thread(spool.write, chunk)
             spool.seek(0)
-            await asyncio.to_thread(self._write_atomically, spool, destination)
+            digest = await asyncio.to_thread(self._write_atomically, spool, destination)
+            await asyncio.to_thread(self._record, {destination: digest})
         finally:
             spool.close()
 
@@ -126,11 +128,72 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
             os.makedirs(target_dir, exist_ok=True)
             jobs.extend((os.path.join(folder, f), os.path.join(target_dir, f)) for f in files)
 
+        digests: dict[str, str] = {}
+
         def copy(job: tuple[str, str]) -> None:
             with open(job[0], "rb") as source:
-                self._write_atomically(source, job[1])
+                digests[job[1]] = self._write_atomically(source, job[1])
 
-        integrity.run_all(copy, jobs, self.max_workers)
+        try:
+            integrity.run_all(copy, jobs, self.max_workers)
+        finally:
+            self._record(digests)  # what was written is recorded, even on a failure
+
+    def _record(self, digests: dict[str, str]) -> None:
+        """One manifest record per owner for ``{file path: SHA-256}`` just written."""
+        records = {path.replace(os.sep, "/"): manifest.sha256_record(d) for path, d in digests.items()}
+        for owner_folder, files in manifest.by_owner(records).items():
+            folder = manifest.folder_of(owner_folder).replace("/", os.sep)
+            os.makedirs(folder, exist_ok=True)
+            fd, temp_path = _create_temp(folder)
+            try:
+                with os.fdopen(fd, "wb") as temp:
+                    temp.write(manifest.encode(files))
+                os.replace(temp_path, os.path.join(folder, manifest.new_name()))
+            except BaseException:
+                try:
+                    os.remove(temp_path)
+                except OSError:
+                    pass
+                raise
+
+    def _read_manifest(self, owner_folder: str) -> list[tuple[str, dict[str, str]]]:
+        folder = manifest.folder_of(owner_folder).replace("/", os.sep)
+        try:
+            names = [n for n in os.listdir(folder) if n.endswith(".json") and not n.startswith(_TEMP_PREFIX)]
+        except OSError:
+            return []
+        found = []
+        for name in names:
+            try:
+                with open(os.path.join(folder, name), "rb") as handle:
+                    found.append((name, manifest.decode(handle.read(), name)))
+            except OSError:
+                continue
+        return found
+
+    def _check(self, path: str, digest: Callable[[], str], artifact: str, shown: str) -> None:
+        """Raise ``ChecksumMismatch`` unless ``digest()`` is what mlflow-team recorded for ``path``:
+        its own digest, or (a file that lost it, or never had one) the owner's manifest. A file
+        with neither is not hashed."""
+        expected = integrity.stored_digest(path)
+        if expected is not None:
+            actual = digest()
+            if actual != expected:
+                raise integrity.mismatch(artifact, actual, expected, shown)
+            return
+        found = manifest.split(os.path.abspath(path).replace(os.sep, "/"))
+        if found is None or not found[1]:
+            return
+        records = self._manifests.recorded(found[0], found[1], self._read_manifest)
+        if not records:
+            return
+        actual = digest()
+        if manifest.sha256_record(actual) not in records:
+            self._manifests.forget(found[0])  # read again before calling it damage
+            records = self._manifests.recorded(found[0], found[1], self._read_manifest)
+            if records and manifest.sha256_record(actual) not in records:
+                raise integrity.mismatch(artifact, actual, records[-1].partition(":")[2], shown)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -138,7 +201,10 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
         if path:
             integrity.safe_relative_path(path)
         infos = super().list_artifacts(path)
-        return [info for info in infos if not integrity.is_sidecar(os.path.basename(info.path))]
+        return [
+            info for info in infos
+            if not integrity.is_sidecar(os.path.basename(info.path)) and os.path.basename(info.path) != manifest.FOLDER
+        ]
 
     def _source_file(self, artifact_path: str) -> str:
         relative = integrity.safe_relative_path(artifact_path)
@@ -152,14 +218,12 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
 
     def _download_file(self, remote_file_path, local_path):
         source = self._source_file(remote_file_path)
-        expected = integrity.stored_digest(source)
         folder = os.path.dirname(os.path.abspath(local_path))
         fd, temp_path = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as temp, open(source, "rb") as handle:
                 actual = integrity.copy_hashing(handle, temp)
-            if expected is not None and actual != expected:
-                raise integrity.mismatch(remote_file_path, actual, expected, local_path)
+            self._check(source, lambda: actual, remote_file_path, local_path)
             shutil.copystat(source, temp_path)
             os.replace(temp_path, local_path)
         except BaseException:
@@ -178,13 +242,8 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
         ]
 
         def verify(path: str) -> None:
-            expected = integrity.stored_digest(path)
-            if expected is None:
-                return
-            actual = integrity.sha256_of_file(path)
-            if actual != expected:
-                artifact = os.path.relpath(path, self.artifact_dir).replace(os.sep, "/")
-                raise integrity.mismatch(artifact, actual, expected, shown)
+            artifact = os.path.relpath(path, self.artifact_dir).replace(os.sep, "/")
+            self._check(path, lambda: integrity.sha256_of_file(path), artifact, shown)
 
         integrity.run_all(verify, paths, self.max_workers)
 
@@ -212,6 +271,10 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
             integrity.drop_digest(target)
         elif os.path.isdir(target):
             shutil.rmtree(target)
+            found = manifest.split(os.path.abspath(target).replace(os.sep, "/"))
+            if found is not None and not found[1]:  # all of one run's artifacts: their record too
+                shutil.rmtree(manifest.folder_of(found[0]).replace("/", os.sep), ignore_errors=True)
+                self._manifests.forget(found[0])
 
 
 def _create_temp(folder: str) -> tuple[int, str]:

@@ -39,7 +39,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 
 from mlflow_team import config, errors
-from mlflow_team.artifacts import integrity, owner
+from mlflow_team.artifacts import integrity, manifest, owner
 from mlflow_team.artifacts.settings import artifact_settings
 
 _logger = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
             registry_uri=registry_uri,
         )
         self._settings = artifact_settings()  # [artifacts] only: never the server's keyring
+        self._manifests = manifest.Cache()
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -201,7 +202,9 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
 
     # --- uploads -------------------------------------------------------------------------
 
-    def _upload(self, local_file: str, bucket: str, key: str, args: dict) -> None:
+    def _upload(self, local_file: str, bucket: str, key: str, args: dict) -> str | None:
+        """Upload one file; return the manifest record of what S3 now holds (None: S3 kept no
+        checksum to record)."""
         client = self._get_s3_client()
         size = os.path.getsize(local_file)
         try:
@@ -214,7 +217,7 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
                     Metadata={**args.pop("Metadata", {}), META_SHA256: digest.hex()},
                     ChecksumAlgorithm="SHA256", ChecksumSHA256=base64.b64encode(digest).decode(), **args,
                 )
-                return
+                return manifest.sha256_record(digest.hex())
             from boto3.s3.transfer import TransferConfig
 
             self._abort_stale_uploads(bucket, key, older_than=None)
@@ -230,15 +233,37 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
                     max_concurrency=self.max_workers, use_threads=True,
                 ),
             )
+            head = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED", **self._bucket_owner_params)
+            stored = head.get("ChecksumSHA256") or ""
+            if not stored:
+                return None
+            parts = -(-size // PART_SIZE)
+            return manifest.parts_record(PART_SIZE, stored if "-" in stored else f"{stored}-{parts}")
         except Exception as exc:
             raise self._fail(exc, "upload", key) from exc
 
+    def _record(self, bucket: str, records: dict[str, str | None], args: dict) -> None:
+        """Write one manifest record per owner for ``{key: record}`` just uploaded."""
+        extra = {k: v for k, v in args.items() if k in ("ServerSideEncryption", "SSEKMSKeyId", "ExpectedBucketOwner")}
+        for owner_folder, files in manifest.by_owner(records).items():
+            key = f"{manifest.folder_of(owner_folder)}/{manifest.new_name()}"
+            body = manifest.encode(files)
+            try:
+                self._get_s3_client().put_object(
+                    Bucket=bucket, Key=key, Body=body, ContentType="application/json", ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=base64.b64encode(_sha256(body)).decode(), **extra,
+                )
+            except Exception as exc:
+                raise self._fail(exc, "upload", key) from exc
+
     def _upload_file(self, s3_client, local_file, bucket, key):  # stock's hook, kept for mixins
-        self._upload(local_file, bucket, key, self._object_args(key, local_file))
+        args = self._object_args(key, local_file)
+        self._record(bucket, {key: self._upload(local_file, bucket, key, args)}, args)
 
     def log_artifact(self, local_file, artifact_path=None):
         bucket, key = self._key(artifact_path, os.path.basename(local_file))
-        self._upload(local_file, bucket, key, self._object_args(key, local_file))
+        args = self._object_args(key, local_file)
+        self._record(bucket, {key: self._upload(local_file, bucket, key, args)}, args)
 
     def log_artifacts(self, local_dir, artifact_path=None):
         bucket, base = self._key(artifact_path)
@@ -253,6 +278,7 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         common = self._object_args(jobs[0][1], "")  # tags and encryption are per run
         for name in ("ContentType", "ContentEncoding"):
             common.pop(name, None)
+        records: dict[str, str | None] = {}
 
         def upload(job: tuple[str, str]) -> None:
             args = dict(common)
@@ -261,9 +287,12 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
                 args["ContentType"] = guessed_type
             if guessed_encoding:
                 args["ContentEncoding"] = guessed_encoding
-            self._upload(job[0], bucket, job[1], args)
+            records[job[1]] = self._upload(job[0], bucket, job[1], args)
 
-        integrity.run_all(upload, jobs, self.max_workers)
+        try:
+            integrity.run_all(upload, jobs, self.max_workers)
+        finally:
+            self._record(bucket, records, common)  # what did go up is recorded, even on a failure
 
     def upload_archived_trace_data_bytes(self, data: bytes) -> None:
         from mlflow.tracing.otel.otel_archival import TRACE_ARCHIVAL_FILENAME
@@ -279,6 +308,7 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
             )
         except Exception as exc:
             raise self._fail(exc, "upload", key) from exc
+        self._record(bucket, {key: manifest.sha256_record(digest.hex())}, args)
 
     # --- downloads -----------------------------------------------------------------------
 
@@ -286,9 +316,10 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         if path:
             integrity.safe_relative_path(path)  # raises for a path that leaves the root
         try:
-            return super().list_artifacts(path)
+            infos = super().list_artifacts(path)
         except Exception as exc:
             raise self._fail(exc, "list", self._key(path)[1]) from exc
+        return [info for info in infos if posixpath.basename(info.path) != manifest.FOLDER]
 
     def download_artifacts(self, artifact_path, dst_path=None):
         return integrity.download_checked(super().download_artifacts, artifact_path, dst_path)
@@ -351,10 +382,57 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
             actual = _composite(digests)
             # S3 writes `<base64>-<parts>`; some endpoints (moto's HEAD) leave the count off.
             expected = stored if "-" in stored else f"{stored}-{len(digests)}"
-        else:
-            return  # not uploaded by mlflow-team (stock MLflow, aws s3 cp): no checksum recorded
+        else:  # no digest of its own: stock MLflow wrote it, or a copy that dropped ours replaced it
+            self._verify_against_manifest(bucket, key, temp_path, digests, artifact, destination)
+            return
         if actual != expected:
             raise integrity.mismatch(artifact, actual, expected, destination)
+
+    def _verify_against_manifest(self, bucket, key, temp_path, digests, artifact, destination) -> None:
+        found = manifest.split(key)
+        if found is None or not found[1]:
+            return
+        owner_folder, path = found
+        records = self._manifests.recorded(owner_folder, path, lambda o: self._read_manifest(bucket, o))
+        if not records:
+            return  # never written by mlflow-team: nothing to compare with
+        actual = {}
+        for attempt in range(2):
+            for record in records:
+                kind, _, value = record.partition(":")
+                if kind == "sha256":
+                    if "sha256" not in actual:
+                        actual["sha256"] = digests[0].hex() if len(digests) == 1 else integrity.sha256_of_file(temp_path)
+                    got = actual["sha256"]
+                elif kind == "parts":
+                    part_size, _, value = value.partition(":")
+                    got = _composite(digests if int(part_size) == PART_SIZE else _part_digests(temp_path, int(part_size)))
+                else:
+                    continue
+                if got == value:
+                    return
+            if attempt == 0:  # records read a while ago: read them again before calling it damage
+                self._manifests.forget(owner_folder)
+                records = self._manifests.recorded(owner_folder, path, lambda o: self._read_manifest(bucket, o))
+        kind, _, expected = records[-1].partition(":")
+        if kind == "parts":
+            expected = expected.partition(":")[2]
+            got = _composite(digests)
+        else:
+            got = actual.get("sha256") or integrity.sha256_of_file(temp_path)
+        raise integrity.mismatch(artifact, got, expected, destination)
+
+    def _read_manifest(self, bucket: str, owner_folder: str) -> list[tuple[str, dict[str, str]]]:
+        client = self._get_s3_client()
+        prefix = manifest.folder_of(owner_folder) + "/"
+        found = []
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, **self._bucket_owner_params
+        ):
+            for item in page.get("Contents", []):
+                body = client.get_object(Bucket=bucket, Key=item["Key"], **self._bucket_owner_params)["Body"].read()
+                found.append((item["Key"], manifest.decode(body, item["Key"])))
+        return found
 
     def _fetch_ranges(self, client, bucket, key, fileno, total, etag) -> list[bytes]:
         """Fetch ``PART_SIZE`` ranges after the first in parallel; return their SHA-256s in order."""
@@ -382,8 +460,21 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         integrity.check_deletion_scope(key, artifact_path or self.artifact_uri)
         try:
             super().delete_artifacts(integrity.safe_relative_path(artifact_path) or None)
+            found = manifest.split(key)
+            if found is not None and not found[1]:  # all of one run's artifacts: their record too
+                self._delete_prefix(bucket, manifest.folder_of(found[0]) + "/")
+                self._manifests.forget(found[0])
         except Exception as exc:
             raise self._fail(exc, "delete", key) from exc
+
+    def _delete_prefix(self, bucket: str, prefix: str) -> None:
+        client = self._get_s3_client()
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, **self._bucket_owner_params
+        ):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys}, **self._bucket_owner_params)
 
     def _abort_stale_uploads(self, bucket: str, prefix: str, older_than: timedelta | None) -> int:
         """Abort unfinished multipart uploads under ``prefix`` (for one key: any of them)."""
@@ -418,6 +509,24 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
 
         raise MlflowException(
             errors.PRESIGNED_UPLOAD_REFUSED.format(path=artifact_path, scheme=SCHEME), INVALID_PARAMETER_VALUE
+        )
+
+    def get_download_presigned_url(self, artifact_path, expiration=300):
+        """No URL that skips the download check.
+
+        ``mlflow server`` offers presigned downloads to its clients whenever the repository
+        inherits stock's mixin, as this one does. Asked by MLflow's client for a proxied artifact
+        (``/mlflow-artifacts/presigned/...``), the answer carries no size, and that client then
+        downloads through the server, which checks the file; any other caller is refused.
+        """
+        if _serving_proxied_presigned_request():
+            from mlflow.entities.presigned_download import PresignedDownloadUrlResponse
+
+            return PresignedDownloadUrlResponse(url="", headers={}, file_size=None)
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        raise MlflowException(
+            errors.PRESIGNED_DOWNLOAD_REFUSED.format(path=artifact_path, scheme=SCHEME), INVALID_PARAMETER_VALUE
         )
 
     # --- multipart uploads proxied by `mlflow server` ------------------------------------
@@ -456,6 +565,7 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         self._record_digest(bucket, key)
 
     def _record_digest(self, bucket: str, key: str) -> None:
+        """Give a completed multipart object its whole SHA-256, in its metadata and the manifest."""
         client = self._get_s3_client()
         tag_set = client.get_object_tagging(Bucket=bucket, Key=key, **self._bucket_owner_params)["TagSet"]
         response = client.get_object(Bucket=bucket, Key=key, **self._bucket_owner_params)
@@ -478,6 +588,8 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
             client.put_object_tagging(
                 Bucket=bucket, Key=key, Tagging={"TagSet": tag_set}, **self._bucket_owner_params
             )
+        encryption = {k: v for k, v in extra.items() if k in ("ServerSideEncryption", "SSEKMSKeyId")}
+        self._record(bucket, {key: manifest.sha256_record(digest.hexdigest())}, encryption)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -493,6 +605,15 @@ def _object_tags(keys: tuple[str, ...], values: dict[str, str]) -> str:
     """``Tagging`` for an upload: the named run values S3 can hold (128/256 chars, its charset)."""
     pairs = [(_tag_text(k, 128), _tag_text(values[k], 256)) for k in keys if values.get(k)]
     return urllib.parse.urlencode(pairs)
+
+
+def _serving_proxied_presigned_request() -> bool:
+    """Whether this runs inside ``mlflow server``'s ``/mlflow-artifacts/presigned/...`` handler."""
+    try:
+        import flask
+    except ImportError:
+        return False
+    return flask.has_request_context() and "/mlflow-artifacts/presigned/" in flask.request.path
 
 
 def _root_cause(exc: BaseException) -> BaseException:
