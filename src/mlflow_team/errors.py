@@ -12,6 +12,7 @@ from mlflow.protos.databricks_pb2 import (
     DATA_LOSS,
     INVALID_PARAMETER_VALUE,
     PERMISSION_DENIED,
+    RESOURCE_CONFLICT,
     RESOURCE_DOES_NOT_EXIST,
     TEMPORARILY_UNAVAILABLE,
     UNAUTHENTICATED,
@@ -289,6 +290,13 @@ PRESIGNED_DOWNLOAD_REFUSED = (
     "damaged or replaced artifact would be returned as good. Download through MLflow instead, "
     "for example mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path={path!r})."
 )
+ARTIFACT_UPLOAD_INCOMPLETE = (
+    "Downloading {path!r} was refused: the upload into {folder!r} has not finished (it left the "
+    "marker {marker!r}, which lists its files), so some of the files may be missing or older "
+    "copies. Nothing was written. If that upload was stopped, log the folder again, for example "
+    "mlflow.log_artifacts(local_dir, {folder!r}); it removes the marker. Single files of the "
+    "folder can still be downloaded: each is stored whole."
+)
 ARTIFACT_OWNER_UNKNOWN = (
     "Artifact {artifact!r} was not uploaded: mlflow-team could not read {what} {id!r} from the "
     "tracking store {tracking} ({attempts} attempt(s); {reason}). The {what}'s experiment decides "
@@ -405,6 +413,13 @@ class OwnerUnknown(MlflowException):
 
     def __init__(self, message: str, error_code: int = TEMPORARILY_UNAVAILABLE):
         super().__init__(message, error_code=error_code)
+
+
+class ArtifactIncomplete(MlflowException):
+    """A folder download refused because a directory upload into it has not finished."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=RESOURCE_CONFLICT)
 
 
 ARTIFACT_ERROR_CODES = {

@@ -8,6 +8,7 @@ written to the destination. Directories are copied by a bounded thread pool.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -18,8 +19,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-from mlflow_team import config
-from mlflow_team.artifacts import integrity, manifest
+from mlflow_team import config, errors
+from mlflow_team.artifacts import incomplete, integrity, manifest
 
 SCHEME = "team+file"
 _TEMP_PREFIX = ".artifact.uploading."  # MLflow's own staging prefix: its listings skip it too
@@ -128,6 +129,12 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
             os.makedirs(target_dir, exist_ok=True)
             jobs.extend((os.path.join(folder, f), os.path.join(target_dir, f)) for f in files)
 
+        names = {os.path.relpath(target, root).replace(os.sep, "/") for _, target in jobs}
+        marker = None
+        if len(jobs) > 1:  # one file is written whole or not at all; a folder needs a marker
+            marker = os.path.join(root, incomplete.new_name())
+            text = incomplete.text(integrity.safe_relative_path(artifact_path), sorted(names))
+            self._write_atomically(io.BytesIO(text), marker)
         digests: dict[str, str] = {}
 
         def copy(job: tuple[str, str]) -> None:
@@ -138,6 +145,49 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
             integrity.run_all(copy, jobs, self.max_workers)
         finally:
             self._record(digests)  # what was written is recorded, even on a failure
+        if marker is not None:
+            self._finish_folder(root, marker, names)
+
+    def _finish_folder(self, root: str, marker: str, names: set[str]) -> None:
+        """Remove this upload's marker, and leftover ones whose files this upload all wrote."""
+        for name in os.listdir(root):
+            path = os.path.join(root, name)
+            if path == marker or not incomplete.is_marker(name):
+                continue
+            try:
+                with open(path, "rb") as handle:
+                    covered = incomplete.listed(handle.read()) <= names
+                if covered:
+                    os.remove(path)
+            except OSError:
+                continue
+        os.remove(marker)
+
+    def _refuse_incomplete(self, artifact_path: str | None) -> None:
+        """Raise ``ArtifactIncomplete`` for a folder an unfinished directory upload writes to."""
+        path = integrity.safe_relative_path(artifact_path)
+        target = os.path.join(self.artifact_dir, path) if path else self.artifact_dir
+        if incomplete.is_marker(path) or not os.path.isdir(target):
+            return  # one file (or the marker itself): each file is written whole
+
+        def refuse(folder: str, name: str) -> errors.ArtifactIncomplete:
+            return errors.ArtifactIncomplete(
+                errors.ARTIFACT_UPLOAD_INCOMPLETE.format(path=artifact_path or "", folder=folder, marker=name)
+            )
+
+        for folder, _, files in os.walk(target):
+            for name in files:
+                if incomplete.is_marker(name):
+                    relative = os.path.relpath(folder, self.artifact_dir).replace(os.sep, "/")
+                    raise refuse("" if relative == "." else relative, name)
+        for folder in incomplete.ancestors(path):
+            where = os.path.join(self.artifact_dir, folder) if folder else self.artifact_dir
+            for name in os.listdir(where):
+                if not incomplete.is_marker(name):
+                    continue
+                with open(os.path.join(where, name), "rb") as handle:
+                    if incomplete.affects(folder, incomplete.listed(handle.read()), path):
+                        raise refuse(folder, name)
 
     def _record(self, digests: dict[str, str]) -> None:
         """One manifest record per owner for ``{file path: SHA-256}`` just written."""
@@ -248,11 +298,13 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
         integrity.run_all(verify, paths, self.max_workers)
 
     def get_local_path(self, artifact_path):
+        self._refuse_incomplete(artifact_path)
         local_path = super().get_local_path(artifact_path)
         self._verify_in_place(local_path, "(served in place)")
         return local_path
 
     def download_artifacts(self, artifact_path, dst_path=None):
+        self._refuse_incomplete(artifact_path)
         if dst_path:
             return integrity.download_checked(super().download_artifacts, artifact_path, dst_path)
         # Stock hands back the stored files themselves; check them before anyone loads them.

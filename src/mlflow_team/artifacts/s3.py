@@ -39,7 +39,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 
 from mlflow_team import config, errors
-from mlflow_team.artifacts import integrity, manifest, owner
+from mlflow_team.artifacts import incomplete, integrity, manifest, owner
 from mlflow_team.artifacts.settings import artifact_settings
 
 _logger = logging.getLogger(__name__)
@@ -278,6 +278,18 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         common = self._object_args(jobs[0][1], "")  # tags and encryption are per run
         for name in ("ContentType", "ContentEncoding"):
             common.pop(name, None)
+        names = {posixpath.relpath(key, base) if base else key for _, key in jobs}
+        marker = None
+        if len(jobs) > 1:  # one file is stored whole or not at all; a folder needs a marker
+            marker = posixpath.join(base, incomplete.new_name())
+            folder = integrity.safe_relative_path(artifact_path)
+            try:
+                self._get_s3_client().put_object(
+                    Bucket=bucket, Key=marker, Body=incomplete.text(folder, sorted(names)),
+                    ContentType="text/plain", **common,
+                )
+            except Exception as exc:
+                raise self._fail(exc, "upload", marker) from exc
         records: dict[str, str | None] = {}
 
         def upload(job: tuple[str, str]) -> None:
@@ -293,6 +305,29 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
             integrity.run_all(upload, jobs, self.max_workers)
         finally:
             self._record(bucket, records, common)  # what did go up is recorded, even on a failure
+        if marker is not None:
+            self._finish_folder(bucket, base, marker, names)
+
+    def _finish_folder(self, bucket: str, base: str, marker: str, names: set[str]) -> None:
+        """Remove this upload's marker, and leftover ones whose files this upload all stored."""
+        client = self._get_s3_client()
+        try:
+            prefix = (base + "/" if base else "") + incomplete.PREFIX
+            done = [marker]
+            for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix, Delimiter="/", **self._bucket_owner_params
+            ):
+                for item in page.get("Contents", []):
+                    if item["Key"] == marker or not incomplete.is_marker(item["Key"]):
+                        continue
+                    body = client.get_object(Bucket=bucket, Key=item["Key"], **self._bucket_owner_params)["Body"].read()
+                    if incomplete.listed(body) <= names:
+                        done.append(item["Key"])
+            client.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in done], "Quiet": True}, **self._bucket_owner_params
+            )
+        except Exception as exc:
+            raise self._fail(exc, "upload", marker) from exc
 
     def upload_archived_trace_data_bytes(self, data: bytes) -> None:
         from mlflow.tracing.otel.otel_archival import TRACE_ARCHIVAL_FILENAME
@@ -322,7 +357,45 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         return [info for info in infos if posixpath.basename(info.path) != manifest.FOLDER]
 
     def download_artifacts(self, artifact_path, dst_path=None):
+        self._refuse_incomplete(artifact_path)
         return integrity.download_checked(super().download_artifacts, artifact_path, dst_path)
+
+    def _refuse_incomplete(self, artifact_path: str | None) -> None:
+        """Raise ``ArtifactIncomplete`` for a folder an unfinished directory upload writes to."""
+        path = integrity.safe_relative_path(artifact_path)
+        if incomplete.is_marker(path):
+            return  # the marker itself says what happened: it may be read
+        bucket, key = self._key(path)
+        root = self.parse_s3_compliant_uri(self.artifact_uri)[1].strip("/")
+        client = self._get_s3_client()
+
+        def relative(found: str) -> str:
+            return found[len(root) + 1:] if root else found
+
+        try:
+            is_folder = False
+            for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=key + "/" if key else "", **self._bucket_owner_params
+            ):
+                for item in page.get("Contents", []):
+                    is_folder = True
+                    if incomplete.is_marker(item["Key"]):
+                        marker = relative(item["Key"])
+                        raise _incomplete(artifact_path, posixpath.dirname(marker), posixpath.basename(marker))
+            if not is_folder:
+                return  # one file (or nothing): each file is stored whole
+            for folder in incomplete.ancestors(path):
+                folder_key = self._key(folder)[1]
+                prefix = (folder_key + "/" if folder_key else "") + incomplete.PREFIX
+                listing = client.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/", **self._bucket_owner_params)
+                for item in listing.get("Contents", []):
+                    body = client.get_object(Bucket=bucket, Key=item["Key"], **self._bucket_owner_params)["Body"].read()
+                    if incomplete.affects(folder, incomplete.listed(body), path):
+                        raise _incomplete(artifact_path, folder, posixpath.basename(item["Key"]))
+        except errors.ArtifactIncomplete:
+            raise
+        except Exception as exc:
+            raise self._fail(exc, "list", key) from exc
 
     def _download_file(self, remote_file_path, local_path):
         bucket, key = self._key(remote_file_path)
@@ -605,6 +678,12 @@ def _object_tags(keys: tuple[str, ...], values: dict[str, str]) -> str:
     """``Tagging`` for an upload: the named run values S3 can hold (128/256 chars, its charset)."""
     pairs = [(_tag_text(k, 128), _tag_text(values[k], 256)) for k in keys if values.get(k)]
     return urllib.parse.urlencode(pairs)
+
+
+def _incomplete(path: str | None, folder: str, marker: str) -> errors.ArtifactIncomplete:
+    return errors.ArtifactIncomplete(
+        errors.ARTIFACT_UPLOAD_INCOMPLETE.format(path=path or "", folder=folder, marker=marker)
+    )
 
 
 def _serving_proxied_presigned_request() -> bool:
