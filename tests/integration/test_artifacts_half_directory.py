@@ -149,13 +149,3 @@ def test_a_killed_team_s3_folder_upload_is_marked_and_refused_until_logged_again
 
     _kill_midway(tmp_path, uri, run.info.run_id, src, stored, env)
     _check_marked_then_repaired(client, run.info.run_id, src, tmp_path)
-
-
-def test_the_message_of_an_incomplete_folder_names_it_and_how_to_repair_it():
-    assert errors.ARTIFACT_UPLOAD_INCOMPLETE.format(path="", folder="data", marker="UPLOAD-INCOMPLETE-1a2b3c4d.txt") == (
-        "Downloading '' was refused: the upload into 'data' has not finished (it left the marker "
-        "'UPLOAD-INCOMPLETE-1a2b3c4d.txt', which lists its files), so some of the files may be missing or older "
-        "copies. Nothing was written. If that upload was stopped, log the folder again, for example "
-        "mlflow.log_artifacts(local_dir, 'data'); it removes the marker. Single files of the folder can still be "
-        "downloaded: each is stored whole."
-    )

@@ -165,3 +165,13 @@ def test_the_message_of_a_replaced_artifact_names_it_and_what_to_do():
         "stored copy is damaged or was changed outside MLflow. Nothing was written to '/tmp/x'. Log the artifact "
         "again from its source, or restore the object from a backup or an earlier S3 version."
     )
+
+
+def test_the_message_of_an_incomplete_folder_names_it_and_how_to_repair_it():
+    assert errors.ARTIFACT_UPLOAD_INCOMPLETE.format(path="", folder="data", marker="UPLOAD-INCOMPLETE-1a2b3c4d.txt") == (
+        "Downloading '' was refused: the upload into 'data' has not finished (it left the marker "
+        "'UPLOAD-INCOMPLETE-1a2b3c4d.txt', which lists its files), so some of the files may be missing or older "
+        "copies. Nothing was written. If that upload was stopped, log the folder again, for example "
+        "mlflow.log_artifacts(local_dir, 'data'); it removes the marker. Single files of the folder can still be "
+        "downloaded: each is stored whole."
+    )
