@@ -9,10 +9,11 @@ written to the destination. Directories are copied by a bounded thread pool.
 from __future__ import annotations
 
 import io
+import logging
 import os
+import secrets
 import shutil
 import tempfile
-import secrets
 from typing import BinaryIO, Callable
 
 from mlflow.exceptions import MlflowException
@@ -21,6 +22,8 @@ from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
 from mlflow_team import config, errors
 from mlflow_team.artifacts import incomplete, integrity, manifest
+
+_logger = logging.getLogger(__name__)
 
 SCHEME = "team+file"
 _TEMP_PREFIX = ".artifact.uploading."  # MLflow's own staging prefix: its listings skip it too
@@ -143,8 +146,13 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
 
         try:
             integrity.run_all(copy, jobs, self.max_workers)
-        finally:
-            self._record(digests)  # what was written is recorded, even on a failure
+        except BaseException:
+            try:  # what did go up is recorded, even on a failure, which stays the error raised
+                self._record(digests)
+            except Exception as exc:
+                _logger.warning("mlflow-team: the manifest record of a failed upload was not written: %s", exc)
+            raise
+        self._record(digests)
         if marker is not None:
             self._finish_folder(root, marker, names)
 

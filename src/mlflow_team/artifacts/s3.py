@@ -244,7 +244,7 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
 
     def _record(self, bucket: str, records: dict[str, str | None], args: dict) -> None:
         """Write one manifest record per owner for ``{key: record}`` just uploaded."""
-        extra = {k: v for k, v in args.items() if k in ("ServerSideEncryption", "SSEKMSKeyId", "ExpectedBucketOwner")}
+        extra = {k: v for k, v in args.items() if k in ("ServerSideEncryption", "SSEKMSKeyId", "Tagging", "ExpectedBucketOwner")}
         for owner_folder, files in manifest.by_owner(records).items():
             key = f"{manifest.folder_of(owner_folder)}/{manifest.new_name()}"
             body = manifest.encode(files)
@@ -303,8 +303,13 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
 
         try:
             integrity.run_all(upload, jobs, self.max_workers)
-        finally:
-            self._record(bucket, records, common)  # what did go up is recorded, even on a failure
+        except BaseException:
+            try:  # what did go up is recorded, even on a failure, which stays the error raised
+                self._record(bucket, records, common)
+            except Exception as exc:
+                _logger.warning("mlflow-team: the manifest record of a failed upload was not written: %s", exc)
+            raise
+        self._record(bucket, records, common)
         if marker is not None:
             self._finish_folder(bucket, base, marker, names)
 
