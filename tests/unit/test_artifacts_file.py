@@ -193,3 +193,22 @@ def test_uploads_never_touch_the_process_umask_and_what_they_create_follows_it(r
     assert oct(os.stat(os.path.join(root, "data", "sub")).st_mode & 0o777) == oct(0o750)
     for relative in ("data/f1.txt", "data/sub/weights.bin", "one/f1.txt", "stream/stream.bin"):
         assert oct(os.stat(os.path.join(root, relative)).st_mode & 0o777) == oct(0o640), relative
+
+
+def test_a_folder_upload_leaves_no_marker_and_one_that_finds_a_leftover_marker_of_its_files_removes_it(repo, tree):
+    from mlflow_team.artifacts import incomplete
+
+    repo.log_artifacts(str(tree), "data")
+    assert not any(incomplete.is_marker(info.path) for info in repo.list_artifacts("data"))
+    # What a killed upload of the same folder left behind.
+    files = sorted(str(p.relative_to(tree).as_posix()) for p in tree.rglob("*") if p.is_file())
+    leftover = os.path.join(repo.artifact_dir, "data", incomplete.new_name())
+    with open(leftover, "wb") as handle:
+        handle.write(incomplete.text("data", files))
+    with pytest.raises(errors.ArtifactIncomplete, match=r"the upload into 'data' has not finished"):
+        repo.download_artifacts("data")
+    with pytest.raises(errors.ArtifactIncomplete, match=r"Downloading 'data/sub' was refused"):
+        repo.download_artifacts("data/sub")  # a folder the leftover marker's files reach into
+    repo.log_artifacts(str(tree), "data")
+    assert not os.path.exists(leftover)
+    assert repo.download_artifacts("data").endswith("data")

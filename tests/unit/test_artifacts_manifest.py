@@ -175,3 +175,27 @@ def test_the_message_of_an_incomplete_folder_names_it_and_how_to_repair_it():
         "mlflow.log_artifacts(local_dir, 'data'); it removes the marker. Single files of the folder can still be "
         "downloaded: each is stored whole."
     )
+
+
+def test_a_leftover_s3_marker_refuses_the_folders_it_covers_until_the_folder_is_logged_again(s3, run, tmp_path):
+    from mlflow_team.artifacts import incomplete
+
+    src = _tree(tmp_path)
+    (src / "sub" / "w.bin").write_bytes(b"w")
+    client = MlflowClient()
+    client.log_artifacts(run.info.run_id, str(src), "data")
+    repo = TeamS3ArtifactRepository(run.info.artifact_uri)
+    assert not any(incomplete.is_marker(info.path) for info in repo.list_artifacts("data"))
+    files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file())
+    marker = f"{_key(s3, 'data/f0.json').rsplit('/', 1)[0]}/{incomplete.new_name()}"  # as a killed upload leaves it
+    s3.put_object(Bucket=BUCKET, Key=marker, Body=incomplete.text("data", files))
+    out = tmp_path / "out"
+    out.mkdir()
+    for folder in ("data", "data/sub", ""):
+        with pytest.raises(errors.ArtifactIncomplete, match=f"Downloading '{folder}' was refused: the upload into 'data'"):
+            repo.download_artifacts(folder, str(out))
+    assert _files(out) == []
+    repo.download_artifacts("data/sub/w.bin", str(out))  # one file is whole
+    client.log_artifacts(run.info.run_id, str(src), "data")
+    assert not any(incomplete.is_marker(info.path) for info in repo.list_artifacts("data"))
+    repo.download_artifacts("data", str(out))

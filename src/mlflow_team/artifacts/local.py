@@ -169,7 +169,10 @@ class TeamLocalArtifactRepository(LocalArtifactRepository):
                     os.remove(path)
             except OSError:
                 continue
-        os.remove(marker)
+        try:
+            os.remove(marker)
+        except FileNotFoundError:  # a concurrent upload of the same files finished first and took it
+            pass
 
     def _refuse_incomplete(self, artifact_path: str | None) -> None:
         """Raise ``ArtifactIncomplete`` for a folder an unfinished directory upload writes to."""
