@@ -17,6 +17,11 @@ policy's ``[artifacts]`` table (object tags, encryption).
   the composite checksum) before the file appears at its destination.
 - A multipart upload that was killed is aborted by the next upload of the same key, or by
   ``mlflow-team artifacts clean-up``.
+- Beside the objects (:mod:`.s3_records`): every upload's digests in the run's manifest, checked
+  when an object comes down without a digest of its own; a marker in a folder while an upload
+  into it runs, and a refusal to download a folder that still holds one.
+- An upload whose run cannot be read is refused (:mod:`.owner`); presigned URLs that would skip
+  the checks are not handed out.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 
 from mlflow_team import config, errors
 from mlflow_team.artifacts import incomplete, integrity, manifest, owner
+from mlflow_team.artifacts.s3_records import S3RecordsMixin
+from mlflow_team.artifacts.s3_records import composite as _composite
+from mlflow_team.artifacts.s3_records import part_digests as _part_digests
 from mlflow_team.artifacts.settings import artifact_settings
 
 _logger = logging.getLogger(__name__)
@@ -82,7 +90,7 @@ def _client(endpoint, verify, addressing_style, signature_version, pool, credent
     )
 
 
-class TeamS3ArtifactRepository(S3ArtifactRepository):
+class TeamS3ArtifactRepository(S3RecordsMixin, S3ArtifactRepository):
     """Parallel, checksummed, tagged and encrypted artifacts on S3."""
 
     def __init__(
@@ -242,20 +250,6 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         except Exception as exc:
             raise self._fail(exc, "upload", key) from exc
 
-    def _record(self, bucket: str, records: dict[str, str | None], args: dict) -> None:
-        """Write one manifest record per owner for ``{key: record}`` just uploaded."""
-        extra = {k: v for k, v in args.items() if k in ("ServerSideEncryption", "SSEKMSKeyId", "Tagging", "ExpectedBucketOwner")}
-        for owner_folder, files in manifest.by_owner(records).items():
-            key = f"{manifest.folder_of(owner_folder)}/{manifest.new_name()}"
-            body = manifest.encode(files)
-            try:
-                self._get_s3_client().put_object(
-                    Bucket=bucket, Key=key, Body=body, ContentType="application/json", ChecksumAlgorithm="SHA256",
-                    ChecksumSHA256=base64.b64encode(_sha256(body)).decode(), **extra,
-                )
-            except Exception as exc:
-                raise self._fail(exc, "upload", key) from exc
-
     def _upload_file(self, s3_client, local_file, bucket, key):  # stock's hook, kept for mixins
         args = self._object_args(key, local_file)
         self._record(bucket, {key: self._upload(local_file, bucket, key, args)}, args)
@@ -313,27 +307,6 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         if marker is not None:
             self._finish_folder(bucket, base, marker, names)
 
-    def _finish_folder(self, bucket: str, base: str, marker: str, names: set[str]) -> None:
-        """Remove this upload's marker, and leftover ones whose files this upload all stored."""
-        client = self._get_s3_client()
-        try:
-            prefix = (base + "/" if base else "") + incomplete.PREFIX
-            done = [marker]
-            for page in client.get_paginator("list_objects_v2").paginate(
-                Bucket=bucket, Prefix=prefix, Delimiter="/", **self._bucket_owner_params
-            ):
-                for item in page.get("Contents", []):
-                    if item["Key"] == marker or not incomplete.is_marker(item["Key"]):
-                        continue
-                    body = client.get_object(Bucket=bucket, Key=item["Key"], **self._bucket_owner_params)["Body"].read()
-                    if incomplete.listed(body) <= names:
-                        done.append(item["Key"])
-            client.delete_objects(
-                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in done], "Quiet": True}, **self._bucket_owner_params
-            )
-        except Exception as exc:
-            raise self._fail(exc, "upload", marker) from exc
-
     def upload_archived_trace_data_bytes(self, data: bytes) -> None:
         from mlflow.tracing.otel.otel_archival import TRACE_ARCHIVAL_FILENAME
 
@@ -364,43 +337,6 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
     def download_artifacts(self, artifact_path, dst_path=None):
         self._refuse_incomplete(artifact_path)
         return integrity.download_checked(super().download_artifacts, artifact_path, dst_path)
-
-    def _refuse_incomplete(self, artifact_path: str | None) -> None:
-        """Raise ``ArtifactIncomplete`` for a folder an unfinished directory upload writes to."""
-        path = integrity.safe_relative_path(artifact_path)
-        if incomplete.is_marker(path):
-            return  # the marker itself says what happened: it may be read
-        bucket, key = self._key(path)
-        root = self.parse_s3_compliant_uri(self.artifact_uri)[1].strip("/")
-        client = self._get_s3_client()
-
-        def relative(found: str) -> str:
-            return found[len(root) + 1:] if root else found
-
-        try:
-            is_folder = False
-            for page in client.get_paginator("list_objects_v2").paginate(
-                Bucket=bucket, Prefix=key + "/" if key else "", **self._bucket_owner_params
-            ):
-                for item in page.get("Contents", []):
-                    is_folder = True
-                    if incomplete.is_marker(item["Key"]):
-                        marker = relative(item["Key"])
-                        raise _incomplete(artifact_path, posixpath.dirname(marker), posixpath.basename(marker))
-            if not is_folder:
-                return  # one file (or nothing): each file is stored whole
-            for folder in incomplete.ancestors(path):
-                folder_key = self._key(folder)[1]
-                prefix = (folder_key + "/" if folder_key else "") + incomplete.PREFIX
-                listing = client.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/", **self._bucket_owner_params)
-                for item in listing.get("Contents", []):
-                    body = client.get_object(Bucket=bucket, Key=item["Key"], **self._bucket_owner_params)["Body"].read()
-                    if incomplete.affects(folder, incomplete.listed(body), path):
-                        raise _incomplete(artifact_path, folder, posixpath.basename(item["Key"]))
-        except errors.ArtifactIncomplete:
-            raise
-        except Exception as exc:
-            raise self._fail(exc, "list", key) from exc
 
     def _download_file(self, remote_file_path, local_path):
         bucket, key = self._key(remote_file_path)
@@ -461,56 +397,10 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
             # S3 writes `<base64>-<parts>`; some endpoints (moto's HEAD) leave the count off.
             expected = stored if "-" in stored else f"{stored}-{len(digests)}"
         else:  # no digest of its own: stock MLflow wrote it, or a copy that dropped ours replaced it
-            self._verify_against_manifest(bucket, key, temp_path, digests, artifact, destination)
+            self._verify_against_manifest(bucket, key, temp_path, digests, artifact, destination, PART_SIZE)
             return
         if actual != expected:
             raise integrity.mismatch(artifact, actual, expected, destination)
-
-    def _verify_against_manifest(self, bucket, key, temp_path, digests, artifact, destination) -> None:
-        found = manifest.split(key)
-        if found is None or not found[1]:
-            return
-        owner_folder, path = found
-        records = self._manifests.recorded(owner_folder, path, lambda o: self._read_manifest(bucket, o))
-        if not records:
-            return  # never written by mlflow-team: nothing to compare with
-        actual = {}
-        for attempt in range(2):
-            for record in records:
-                kind, _, value = record.partition(":")
-                if kind == "sha256":
-                    if "sha256" not in actual:
-                        actual["sha256"] = digests[0].hex() if len(digests) == 1 else integrity.sha256_of_file(temp_path)
-                    got = actual["sha256"]
-                elif kind == "parts":
-                    part_size, _, value = value.partition(":")
-                    got = _composite(digests if int(part_size) == PART_SIZE else _part_digests(temp_path, int(part_size)))
-                else:
-                    continue
-                if got == value:
-                    return
-            if attempt == 0:  # records read a while ago: read them again before calling it damage
-                self._manifests.forget(owner_folder)
-                records = self._manifests.recorded(owner_folder, path, lambda o: self._read_manifest(bucket, o))
-        kind, _, expected = records[-1].partition(":")
-        if kind == "parts":
-            expected = expected.partition(":")[2]
-            got = _composite(digests)
-        else:
-            got = actual.get("sha256") or integrity.sha256_of_file(temp_path)
-        raise integrity.mismatch(artifact, got, expected, destination)
-
-    def _read_manifest(self, bucket: str, owner_folder: str) -> list[tuple[str, dict[str, str]]]:
-        client = self._get_s3_client()
-        prefix = manifest.folder_of(owner_folder) + "/"
-        found = []
-        for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix, **self._bucket_owner_params
-        ):
-            for item in page.get("Contents", []):
-                body = client.get_object(Bucket=bucket, Key=item["Key"], **self._bucket_owner_params)["Body"].read()
-                found.append((item["Key"], manifest.decode(body, item["Key"])))
-        return found
 
     def _fetch_ranges(self, client, bucket, key, fileno, total, etag) -> list[bytes]:
         """Fetch ``PART_SIZE`` ranges after the first in parallel; return their SHA-256s in order."""
@@ -544,15 +434,6 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
                 self._manifests.forget(found[0])
         except Exception as exc:
             raise self._fail(exc, "delete", key) from exc
-
-    def _delete_prefix(self, bucket: str, prefix: str) -> None:
-        client = self._get_s3_client()
-        for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix, **self._bucket_owner_params
-        ):
-            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-            if keys:
-                client.delete_objects(Bucket=bucket, Delete={"Objects": keys}, **self._bucket_owner_params)
 
     def _abort_stale_uploads(self, bucket: str, prefix: str, older_than: timedelta | None) -> int:
         """Abort unfinished multipart uploads under ``prefix`` (for one key: any of them)."""
@@ -685,12 +566,6 @@ def _object_tags(keys: tuple[str, ...], values: dict[str, str]) -> str:
     return urllib.parse.urlencode(pairs)
 
 
-def _incomplete(path: str | None, folder: str, marker: str) -> errors.ArtifactIncomplete:
-    return errors.ArtifactIncomplete(
-        errors.ARTIFACT_UPLOAD_INCOMPLETE.format(path=path or "", folder=folder, marker=marker)
-    )
-
-
 def _serving_proxied_presigned_request() -> bool:
     """Whether this runs inside ``mlflow server``'s ``/mlflow-artifacts/presigned/...`` handler."""
     try:
@@ -714,19 +589,6 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 def _sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
-
-
-def _composite(digests: list[bytes]) -> str:
-    """S3's composite checksum of a multipart object: SHA-256 of the parts' SHA-256s."""
-    return f"{base64.b64encode(hashlib.sha256(b''.join(digests)).digest()).decode()}-{len(digests)}"
-
-
-def _part_digests(path: str, part_size: int) -> list[bytes]:
-    digests = []
-    with open(path, "rb") as handle:
-        while part := handle.read(part_size):
-            digests.append(hashlib.sha256(part).digest())
-    return digests
 
 
 def _total_size(response: dict) -> int:
