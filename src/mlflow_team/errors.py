@@ -12,6 +12,7 @@ from mlflow.protos.databricks_pb2 import (
     DATA_LOSS,
     INVALID_PARAMETER_VALUE,
     PERMISSION_DENIED,
+    RESOURCE_CONFLICT,
     RESOURCE_DOES_NOT_EXIST,
     TEMPORARILY_UNAVAILABLE,
     UNAUTHENTICATED,
@@ -313,6 +314,34 @@ S3_BAD_CREDENTIALS = (
     "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or AWS_PROFILE."
 )
 S3_REQUEST_FAILED = "S3 {operation} on {uri!r} failed: {detail}"
+PRESIGNED_UPLOAD_REFUSED = (
+    "A presigned upload URL for {path!r} was refused: a file sent straight to S3 through it would "
+    "skip what {scheme} gives every object (the SHA-256 that S3 checks on receipt and that "
+    "downloads are checked against, the run's object tags, the policy's encryption). Upload "
+    "through MLflow instead, for example MlflowClient().log_artifact(run_id, 'model.pkl'), or "
+    "MLflow's multipart upload (MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD=true) through a server "
+    "with --artifacts-destination {scheme}://..., which records all three."
+)
+PRESIGNED_DOWNLOAD_REFUSED = (
+    "A presigned download URL for {path!r} was refused: a file fetched straight from S3 through "
+    "it would skip the SHA-256 check that {scheme} makes before a download is written, so a "
+    "damaged or replaced artifact would be returned as good. Download through MLflow instead, "
+    "for example mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path={path!r})."
+)
+ARTIFACT_UPLOAD_INCOMPLETE = (
+    "Downloading {path!r} was refused: the upload into {folder!r} has not finished (it left the "
+    "marker {marker!r}, which lists its files), so some of the files may be missing or older "
+    "copies. Nothing was written. If that upload was stopped, log the folder again, for example "
+    "mlflow.log_artifacts(local_dir, {folder!r}); it removes the marker. Single files of the "
+    "folder can still be downloaded: each is stored whole."
+)
+ARTIFACT_OWNER_UNKNOWN = (
+    "Artifact {artifact!r} was not uploaded: mlflow-team could not read {what} {id!r} from the "
+    "tracking store {tracking} ({attempts} attempt(s); {reason}). The {what}'s experiment decides "
+    "the object's encryption key and tags, so the upload is refused rather than stored with the "
+    "defaults. Check that the tracking store answers (mlflow-team doctor --tracking-uri URL) and "
+    "that the {what} exists, then log the artifact again."
+)
 ARTIFACT_SETTINGS_INVALID = (
     "[artifacts] {key} = {value!r} was rejected: {rule}. For example: {example}"
 )
@@ -415,6 +444,20 @@ class ArtifactStorageError(MlflowException):
 
     def __init__(self, message: str, error_code: int = INVALID_PARAMETER_VALUE):
         super().__init__(message, error_code=error_code)
+
+
+class OwnerUnknown(MlflowException):
+    """An upload refused because its run's (or model's) experiment could not be read."""
+
+    def __init__(self, message: str, error_code: int = TEMPORARILY_UNAVAILABLE):
+        super().__init__(message, error_code=error_code)
+
+
+class ArtifactIncomplete(MlflowException):
+    """A folder download refused because a directory upload into it has not finished."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=RESOURCE_CONFLICT)
 
 
 ARTIFACT_ERROR_CODES = {

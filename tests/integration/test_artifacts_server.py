@@ -63,6 +63,7 @@ def _log_register_load(name: str):
 
 def _assert_verified_and_tagged(s3_client, prefix: str, run) -> list[str]:
     keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+    keys = [k for k in keys if "/.mlflow-team-manifest/" not in k]  # the records kept beside the artifacts
     assert any(k.endswith("MLmodel") for k in keys), keys
     for key in keys:
         assert len(s3_client.head_object(Bucket=BUCKET, Key=key)["Metadata"].get("sha256", "")) == 64, key
@@ -94,7 +95,20 @@ def test_clients_write_to_s3_themselves_behind_a_server(s3, tmp_path):
         mlflow.set_experiment("taxi-client-direct")
         run = _log_register_load("taxi-client-direct")
         assert run.info.artifact_uri.startswith(f"team+s3://{BUCKET}/client-direct/")
-        _assert_verified_and_tagged(client, "client-direct/", run)
+        keys = _assert_verified_and_tagged(client, "client-direct/", run)
+
+        # The server would hand out a URL for an unchecked, untagged, unencrypted PUT: refused.
+        import requests
+
+        response = requests.post(
+            f"{url}/api/2.0/mlflow/artifacts/presigned-upload-url",
+            json={"run_id": run.info.run_id, "path": "model/extra.pkl"}, timeout=30,
+        )
+        assert response.status_code == 400, response.text
+        assert "A presigned upload URL for 'model/extra.pkl' was refused" in response.json()["message"]
+        after = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="client-direct/").get("Contents", [])
+                 if "/.mlflow-team-manifest/" not in o["Key"]]
+        assert sorted(after) == sorted(keys)
 
 
 def test_a_proxying_server_stores_verified_tagged_objects_and_refuses_wide_deletes(s3, tmp_path, monkeypatch):
@@ -120,14 +134,17 @@ def test_a_proxying_server_stores_verified_tagged_objects_and_refuses_wide_delet
         response = requests.delete(f"{url}/api/2.0/mlflow-artifacts/artifacts/{experiment_folder}", timeout=30)
         assert response.status_code == 403, response.text
         assert "nothing wider" in response.json()["message"]
-        after = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="proxied/").get("Contents", [])]
+        after = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="proxied/").get("Contents", [])
+                 if "/.mlflow-team-manifest/" not in o["Key"]]
         assert sorted(after) == sorted(keys)
 
 
-def test_proxied_multipart_upload_ends_verified(s3, tmp_path, monkeypatch):
+def test_proxied_multipart_upload_ends_verified_tagged_and_encrypted(s3, tmp_path, monkeypatch):
     client, env = s3
+    policy = tmp_path / "server-policy.toml"
+    policy.write_text("[artifacts]\nencryption = 'AES256'\n")
     with mlflow_server(
-        f"team+sqlite:///{tmp_path}/mlflow.db", tmp_path, env=env,
+        f"team+sqlite:///{tmp_path}/mlflow.db", tmp_path, env={**env, "MLFLOW_TEAM_POLICY": str(policy)},
         extra=["--artifacts-destination", f"team+s3://{BUCKET}/multipart"],
     ) as url:
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -141,7 +158,8 @@ def test_proxied_multipart_upload_ends_verified(s3, tmp_path, monkeypatch):
         big.write_bytes(os.urandom(12 * 1024 * 1024))
         with mlflow.start_run(tags={"team.project": "taxi"}) as run:
             mlflow.log_artifact(str(big))
-        key = next(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="multipart/")["Contents"])
+        key = next(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="multipart/")["Contents"]
+                   if o["Key"].endswith("big.bin"))
         head = client.head_object(Bucket=BUCKET, Key=key)
         import hashlib
 
@@ -149,7 +167,71 @@ def test_proxied_multipart_upload_ends_verified(s3, tmp_path, monkeypatch):
         assert head["Metadata"]["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
         tags = {t["Key"]: t["Value"] for t in client.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]}
         assert tags["mlflow.run_id"] == run.info.run_id
+        assert head["ServerSideEncryption"] == "AES256"
         out = tmp_path / "out"
         out.mkdir()
         local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="big.bin", dst_path=str(out))
         assert open(local, "rb").read() == big.read_bytes()
+
+
+#: MLflow's own default (`mlflow server --help`); the helper starts one worker unless told.
+DEFAULT_WORKERS = ["--workers", "4"]
+
+
+@pytest.fixture
+def no_client_retries(monkeypatch):
+    """The server answers a damaged artifact with DATA_LOSS (HTTP 500), which MLflow's client
+    retries for minutes; a test needs the first answer only."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+
+
+def _download_fails_and_writes_nothing(run_id: str, path: str, out) -> None:
+    out.mkdir()
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(out))
+    assert [p for p in out.rglob("*") if p.is_file()] == []
+
+
+def test_an_object_replaced_without_our_metadata_is_caught_through_the_proxy(s3, tmp_path, monkeypatch, no_client_retries):
+    import requests
+
+    client, env = s3
+    with mlflow_server(
+        f"team+sqlite:///{tmp_path}/mlflow.db", tmp_path, env=env,
+        extra=["--artifacts-destination", f"team+s3://{BUCKET}/replaced", *DEFAULT_WORKERS],
+    ) as url:
+        for name in env:
+            monkeypatch.delenv(name)
+        mlflow.set_tracking_uri(url)
+        mlflow.set_experiment("replaced-s3")
+        with mlflow.start_run() as run:
+            mlflow.log_text("the real notes", "notes/a.txt")
+            mlflow.log_text("untouched", "notes/b.txt")
+        key = next(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="replaced/")["Contents"]
+                   if o["Key"].endswith("notes/a.txt"))
+        client.put_object(Bucket=BUCKET, Key=key, Body=b"written by another tool")  # no metadata
+        for attempt in range(4):  # whichever worker answers
+            _download_fails_and_writes_nothing(run.info.run_id, "notes/a.txt", tmp_path / f"out{attempt}")
+        # What the UI fetches for the file.
+        response = requests.get(f"{url}/get-artifact", params={"path": "notes/a.txt", "run_uuid": run.info.run_id},
+                                timeout=30)
+        assert response.status_code >= 400 and b"written by another tool" not in response.content
+        assert mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/notes/b.txt") == "untouched"
+
+
+def test_a_team_file_artifact_replaced_by_a_rename_is_caught_through_the_proxy(tmp_path, no_client_retries):
+    store = tmp_path / "store"
+    with mlflow_server(
+        f"team+sqlite:///{tmp_path}/mlflow.db", tmp_path,
+        extra=["--artifacts-destination", "team+" + store.as_uri(), *DEFAULT_WORKERS],
+    ) as url:
+        mlflow.set_tracking_uri(url)
+        mlflow.set_experiment("replaced-file")
+        with mlflow.start_run() as run:
+            mlflow.log_text("the real notes", "notes/a.txt")
+        stored = next(store.rglob("a.txt"))
+        replacement = stored.with_name("a.txt.tmp")
+        replacement.write_text("written by another tool")
+        os.replace(replacement, stored)
+        for attempt in range(4):
+            _download_fails_and_writes_nothing(run.info.run_id, "notes/a.txt", tmp_path / f"out{attempt}")

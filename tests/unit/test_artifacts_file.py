@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 
 import mlflow
 import pytest
@@ -153,3 +154,61 @@ def test_the_team_store_puts_artifacts_in_a_team_file_folder_beside_the_database
     hello = next(stored.rglob("hello.txt"))
     assert integrity.stored_digest(str(hello)) == integrity.sha256_of_file(str(hello))
     assert mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/notes/hello.txt") == "hello"
+
+
+def test_uploads_never_touch_the_process_umask_and_what_they_create_follows_it(repo, tree, tmp_path, monkeypatch):
+    """Setting the umask (even for an instant) changes it for every thread: a folder another
+    thread creates meanwhile would be world-writable."""
+    real_umask = os.umask
+    calls = []
+
+    def watched_umask(mask):
+        calls.append(mask)
+        return real_umask(mask)
+
+    previous = real_umask(0o027)
+    monkeypatch.setattr(os, "umask", watched_umask)
+    stop = threading.Event()
+    made = []
+
+    def make_folders():  # another thread of the same process, creating folders all along
+        while not stop.is_set():
+            folder = tmp_path / "other" / str(len(made))
+            folder.mkdir(parents=True)
+            made.append(folder)
+
+    other = threading.Thread(target=make_folders)
+    other.start()
+    try:
+        repo.log_artifacts(str(tree), "data")
+        repo.log_artifact(str(tree / "f1.txt"), "one")
+        repo.log_artifact_from_stream(io.BytesIO(b"x" * 10), "stream.bin", "stream")
+    finally:
+        stop.set()
+        other.join()
+        real_umask(previous)
+    assert calls == []
+    assert made and {oct(folder.stat().st_mode & 0o777) for folder in made} == {oct(0o750)}
+    root = repo.artifact_dir
+    assert oct(os.stat(os.path.join(root, "data", "sub")).st_mode & 0o777) == oct(0o750)
+    for relative in ("data/f1.txt", "data/sub/weights.bin", "one/f1.txt", "stream/stream.bin"):
+        assert oct(os.stat(os.path.join(root, relative)).st_mode & 0o777) == oct(0o640), relative
+
+
+def test_a_folder_upload_leaves_no_marker_and_one_that_finds_a_leftover_marker_of_its_files_removes_it(repo, tree):
+    from mlflow_team.artifacts import incomplete
+
+    repo.log_artifacts(str(tree), "data")
+    assert not any(incomplete.is_marker(info.path) for info in repo.list_artifacts("data"))
+    # What a killed upload of the same folder left behind.
+    files = sorted(str(p.relative_to(tree).as_posix()) for p in tree.rglob("*") if p.is_file())
+    leftover = os.path.join(repo.artifact_dir, "data", incomplete.new_name())
+    with open(leftover, "wb") as handle:
+        handle.write(incomplete.text("data", files))
+    with pytest.raises(errors.ArtifactIncomplete, match=r"the upload into 'data' has not finished"):
+        repo.download_artifacts("data")
+    with pytest.raises(errors.ArtifactIncomplete, match=r"Downloading 'data/sub' was refused"):
+        repo.download_artifacts("data/sub")  # a folder the leftover marker's files reach into
+    repo.log_artifacts(str(tree), "data")
+    assert not os.path.exists(leftover)
+    assert repo.download_artifacts("data").endswith("data")

@@ -48,7 +48,9 @@ def run(s3, tmp_path):
 
 
 def _objects(s3, prefix=""):
-    return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+    """The artifacts' objects (not the manifest records kept beside them)."""
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+    return [k for k in keys if "/.mlflow-team-manifest/" not in k]
 
 
 def test_a_directory_uploads_with_sha256_and_run_tags_and_round_trips(s3, run, tmp_path):
@@ -166,8 +168,16 @@ def test_aes256_encryption(s3, run, tmp_path, monkeypatch):
     assert s3.head_object(Bucket=BUCKET, Key=_objects(s3)[0])["ServerSideEncryption"] == "AES256"
 
 
+def _run_in(tmp_path, artifact_location: str):
+    """A run of a team+sqlite store whose experiment keeps its artifacts at ``artifact_location``."""
+    uri = f"team+sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    return client.create_run(client.create_experiment("elsewhere", artifact_location=artifact_location))
+
+
 def test_a_missing_bucket_says_which_and_how_to_fix(s3, tmp_path):
-    repo = TeamS3ArtifactRepository("team+s3://no-such-bucket/mlflow/1/" + "a" * 32 + "/artifacts")
+    repo = TeamS3ArtifactRepository(_run_in(tmp_path, "team+s3://no-such-bucket/mlflow/1").info.artifact_uri)
     path = tmp_path / "a.txt"
     path.write_text("x")
     with pytest.raises(errors.ArtifactStorageError, match=r"bucket 'no-such-bucket' .* does not exist.*aws s3 mb"):
@@ -184,7 +194,7 @@ def test_no_credentials_says_where_credentials_come_from(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", "http://127.0.0.1:9")  # never leaves loopback
     _client.cache_clear()  # boto3 clients keep the credentials they were built with,
     boto3.setup_default_session()  # and boto3's default session keeps the first ones it found
-    repo = TeamS3ArtifactRepository(f"team+s3://{BUCKET}/x/1/" + "b" * 32 + "/artifacts")
+    repo = TeamS3ArtifactRepository(_run_in(tmp_path, f"team+s3://{BUCKET}/x/1").info.artifact_uri)
     path = tmp_path / "a.txt"
     path.write_text("x")
     with pytest.raises(errors.ArtifactStorageError, match=r"No AWS credentials were found .*AWS_ACCESS_KEY_ID"):

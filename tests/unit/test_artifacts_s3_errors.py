@@ -119,7 +119,9 @@ def unreachable(monkeypatch, tracking):
 
 
 def _objects(s3, prefix=""):
-    return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+    """The artifacts' objects (not the manifest records kept beside them)."""
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+    return [k for k in keys if "/.mlflow-team-manifest/" not in k]
 
 
 def _pending_uploads(s3):

@@ -17,6 +17,11 @@ policy's ``[artifacts]`` table (object tags, encryption).
   the composite checksum) before the file appears at its destination.
 - A multipart upload that was killed is aborted by the next upload of the same key, or by
   ``mlflow-team artifacts clean-up``.
+- Beside the objects (:mod:`.s3_records`): every upload's digests in the run's manifest, checked
+  when an object comes down without a digest of its own; a marker in a folder while an upload
+  into it runs, and a refusal to download a folder that still holds one.
+- An upload whose run cannot be read is refused (:mod:`.owner`); presigned URLs that would skip
+  the checks are not handed out.
 """
 
 from __future__ import annotations
@@ -39,7 +44,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 
 from mlflow_team import config, errors
-from mlflow_team.artifacts import integrity, owner
+from mlflow_team.artifacts import incomplete, integrity, manifest, owner
+from mlflow_team.artifacts.s3_records import S3RecordsMixin
+from mlflow_team.artifacts.s3_records import composite as _composite
+from mlflow_team.artifacts.s3_records import part_digests as _part_digests
+from mlflow_team.artifacts.settings import artifact_settings
 
 _logger = logging.getLogger(__name__)
 
@@ -81,7 +90,7 @@ def _client(endpoint, verify, addressing_style, signature_version, pool, credent
     )
 
 
-class TeamS3ArtifactRepository(S3ArtifactRepository):
+class TeamS3ArtifactRepository(S3RecordsMixin, S3ArtifactRepository):
     """Parallel, checksummed, tagged and encrypted artifacts on S3."""
 
     def __init__(
@@ -103,7 +112,8 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
             tracking_uri=tracking_uri,
             registry_uri=registry_uri,
         )
-        self._settings = config.load_policy().artifacts
+        self._settings = artifact_settings()  # [artifacts] only: never the server's keyring
+        self._manifests = manifest.Cache()
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -190,7 +200,8 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
             args["ContentEncoding"] = guessed_encoding
         args.update(self._bucket_owner_params)
         args.update(self.get_s3_file_upload_extra_args() or {})
-        run = owner.owner_of(key, self.tracking_uri)
+        bucket = self.parse_s3_compliant_uri(self.artifact_uri)[0]
+        run = owner.owner_of(key, self.tracking_uri, shown=f"{SCHEME}://{bucket}/{key}")  # raises, never guesses
         tags = _object_tags(self._settings.object_tags, run.values())
         if tags:
             args["Tagging"] = tags
@@ -199,7 +210,9 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
 
     # --- uploads -------------------------------------------------------------------------
 
-    def _upload(self, local_file: str, bucket: str, key: str, args: dict) -> None:
+    def _upload(self, local_file: str, bucket: str, key: str, args: dict) -> str | None:
+        """Upload one file; return the manifest record of what S3 now holds (None: S3 kept no
+        checksum to record)."""
         client = self._get_s3_client()
         size = os.path.getsize(local_file)
         try:
@@ -212,7 +225,7 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
                     Metadata={**args.pop("Metadata", {}), META_SHA256: digest.hex()},
                     ChecksumAlgorithm="SHA256", ChecksumSHA256=base64.b64encode(digest).decode(), **args,
                 )
-                return
+                return manifest.sha256_record(digest.hex())
             from boto3.s3.transfer import TransferConfig
 
             self._abort_stale_uploads(bucket, key, older_than=None)
@@ -228,15 +241,23 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
                     max_concurrency=self.max_workers, use_threads=True,
                 ),
             )
+            head = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED", **self._bucket_owner_params)
+            stored = head.get("ChecksumSHA256") or ""
+            if not stored:
+                return None
+            parts = -(-size // PART_SIZE)
+            return manifest.parts_record(PART_SIZE, stored if "-" in stored else f"{stored}-{parts}")
         except Exception as exc:
             raise self._fail(exc, "upload", key) from exc
 
     def _upload_file(self, s3_client, local_file, bucket, key):  # stock's hook, kept for mixins
-        self._upload(local_file, bucket, key, self._object_args(key, local_file))
+        args = self._object_args(key, local_file)
+        self._record(bucket, {key: self._upload(local_file, bucket, key, args)}, args)
 
     def log_artifact(self, local_file, artifact_path=None):
         bucket, key = self._key(artifact_path, os.path.basename(local_file))
-        self._upload(local_file, bucket, key, self._object_args(key, local_file))
+        args = self._object_args(key, local_file)
+        self._record(bucket, {key: self._upload(local_file, bucket, key, args)}, args)
 
     def log_artifacts(self, local_dir, artifact_path=None):
         bucket, base = self._key(artifact_path)
@@ -251,6 +272,19 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         common = self._object_args(jobs[0][1], "")  # tags and encryption are per run
         for name in ("ContentType", "ContentEncoding"):
             common.pop(name, None)
+        names = {posixpath.relpath(key, base) if base else key for _, key in jobs}
+        marker = None
+        if len(jobs) > 1:  # one file is stored whole or not at all; a folder needs a marker
+            marker = posixpath.join(base, incomplete.new_name())
+            folder = integrity.safe_relative_path(artifact_path)
+            try:
+                self._get_s3_client().put_object(
+                    Bucket=bucket, Key=marker, Body=incomplete.text(folder, sorted(names)),
+                    ContentType="text/plain", **common,
+                )
+            except Exception as exc:
+                raise self._fail(exc, "upload", marker) from exc
+        records: dict[str, str | None] = {}
 
         def upload(job: tuple[str, str]) -> None:
             args = dict(common)
@@ -259,9 +293,19 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
                 args["ContentType"] = guessed_type
             if guessed_encoding:
                 args["ContentEncoding"] = guessed_encoding
-            self._upload(job[0], bucket, job[1], args)
+            records[job[1]] = self._upload(job[0], bucket, job[1], args)
 
-        integrity.run_all(upload, jobs, self.max_workers)
+        try:
+            integrity.run_all(upload, jobs, self.max_workers)
+        except BaseException:
+            try:  # what did go up is recorded, even on a failure, which stays the error raised
+                self._record(bucket, records, common)
+            except Exception as exc:
+                _logger.warning("mlflow-team: the manifest record of a failed upload was not written: %s", exc)
+            raise
+        self._record(bucket, records, common)
+        if marker is not None:
+            self._finish_folder(bucket, base, marker, names)
 
     def upload_archived_trace_data_bytes(self, data: bytes) -> None:
         from mlflow.tracing.otel.otel_archival import TRACE_ARCHIVAL_FILENAME
@@ -277,6 +321,7 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
             )
         except Exception as exc:
             raise self._fail(exc, "upload", key) from exc
+        self._record(bucket, {key: manifest.sha256_record(digest.hex())}, args)
 
     # --- downloads -----------------------------------------------------------------------
 
@@ -284,11 +329,13 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         if path:
             integrity.safe_relative_path(path)  # raises for a path that leaves the root
         try:
-            return super().list_artifacts(path)
+            infos = super().list_artifacts(path)
         except Exception as exc:
             raise self._fail(exc, "list", self._key(path)[1]) from exc
+        return [info for info in infos if posixpath.basename(info.path) != manifest.FOLDER]
 
     def download_artifacts(self, artifact_path, dst_path=None):
+        self._refuse_incomplete(artifact_path)
         return integrity.download_checked(super().download_artifacts, artifact_path, dst_path)
 
     def _download_file(self, remote_file_path, local_path):
@@ -349,8 +396,9 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
             actual = _composite(digests)
             # S3 writes `<base64>-<parts>`; some endpoints (moto's HEAD) leave the count off.
             expected = stored if "-" in stored else f"{stored}-{len(digests)}"
-        else:
-            return  # not uploaded by mlflow-team (stock MLflow, aws s3 cp): no checksum recorded
+        else:  # no digest of its own: stock MLflow wrote it, or a copy that dropped ours replaced it
+            self._verify_against_manifest(bucket, key, temp_path, digests, artifact, destination, PART_SIZE)
+            return
         if actual != expected:
             raise integrity.mismatch(artifact, actual, expected, destination)
 
@@ -380,6 +428,10 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         integrity.check_deletion_scope(key, artifact_path or self.artifact_uri)
         try:
             super().delete_artifacts(integrity.safe_relative_path(artifact_path) or None)
+            found = manifest.split(key)
+            if found is not None and not found[1]:  # all of one run's artifacts: their record too
+                self._delete_prefix(bucket, manifest.folder_of(found[0]) + "/")
+                self._manifests.forget(found[0])
         except Exception as exc:
             raise self._fail(exc, "delete", key) from exc
 
@@ -406,6 +458,35 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
             return self._abort_stale_uploads(bucket, root, older_than)
         except Exception as exc:
             raise self._fail(exc, "clean-up", root) from exc
+
+    # --- presigned uploads: refused ------------------------------------------------------
+
+    def create_presigned_upload_url(self, artifact_path, expiration=900):
+        """Refused: stock's URL lets a client PUT any bytes with no checksum, tags or encryption
+        (S3 cannot check a digest the server does not know when it signs the URL)."""
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        raise MlflowException(
+            errors.PRESIGNED_UPLOAD_REFUSED.format(path=artifact_path, scheme=SCHEME), INVALID_PARAMETER_VALUE
+        )
+
+    def get_download_presigned_url(self, artifact_path, expiration=300):
+        """No URL that skips the download check.
+
+        ``mlflow server`` offers presigned downloads to its clients whenever the repository
+        inherits stock's mixin, as this one does. Asked by MLflow's client for a proxied artifact
+        (``/mlflow-artifacts/presigned/...``), the answer carries no size, and that client then
+        downloads through the server, which checks the file; any other caller is refused.
+        """
+        if _serving_proxied_presigned_request():
+            from mlflow.entities.presigned_download import PresignedDownloadUrlResponse
+
+            return PresignedDownloadUrlResponse(url="", headers={}, file_size=None)
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        raise MlflowException(
+            errors.PRESIGNED_DOWNLOAD_REFUSED.format(path=artifact_path, scheme=SCHEME), INVALID_PARAMETER_VALUE
+        )
 
     # --- multipart uploads proxied by `mlflow server` ------------------------------------
 
@@ -443,6 +524,7 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
         self._record_digest(bucket, key)
 
     def _record_digest(self, bucket: str, key: str) -> None:
+        """Give a completed multipart object its whole SHA-256, in its metadata and the manifest."""
         client = self._get_s3_client()
         tag_set = client.get_object_tagging(Bucket=bucket, Key=key, **self._bucket_owner_params)["TagSet"]
         response = client.get_object(Bucket=bucket, Key=key, **self._bucket_owner_params)
@@ -465,6 +547,8 @@ class TeamS3ArtifactRepository(S3ArtifactRepository):
             client.put_object_tagging(
                 Bucket=bucket, Key=key, Tagging={"TagSet": tag_set}, **self._bucket_owner_params
             )
+        encryption = {k: v for k, v in extra.items() if k in ("ServerSideEncryption", "SSEKMSKeyId")}
+        self._record(bucket, {key: manifest.sha256_record(digest.hexdigest())}, encryption)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -482,6 +566,15 @@ def _object_tags(keys: tuple[str, ...], values: dict[str, str]) -> str:
     return urllib.parse.urlencode(pairs)
 
 
+def _serving_proxied_presigned_request() -> bool:
+    """Whether this runs inside ``mlflow server``'s ``/mlflow-artifacts/presigned/...`` handler."""
+    try:
+        import flask
+    except ImportError:
+        return False
+    return flask.has_request_context() and "/mlflow-artifacts/presigned/" in flask.request.path
+
+
 def _root_cause(exc: BaseException) -> BaseException:
     """The S3/botocore error under wrappers such as boto3's ``S3UploadFailedError``."""
     from botocore.exceptions import BotoCoreError, ClientError
@@ -496,19 +589,6 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 def _sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
-
-
-def _composite(digests: list[bytes]) -> str:
-    """S3's composite checksum of a multipart object: SHA-256 of the parts' SHA-256s."""
-    return f"{base64.b64encode(hashlib.sha256(b''.join(digests)).digest()).decode()}-{len(digests)}"
-
-
-def _part_digests(path: str, part_size: int) -> list[bytes]:
-    digests = []
-    with open(path, "rb") as handle:
-        while part := handle.read(part_size):
-            digests.append(hashlib.sha256(part).digest())
-    return digests
 
 
 def _total_size(response: dict) -> int:
