@@ -5,10 +5,13 @@
 
 The search is the demo's tuning step (``mlflow-team demo``): an xgboost regressor (one thread,
 ``n_jobs=1``) in the demo's DictVectorizer pipeline, on the demo's generated NYC taxi trips, the
-demo's search space, ``tpe.suggest``, the same seed everywhere, on ``team+sqlite`` in a temporary
+demo's search space, ``tpe.suggest``, the same seed everywhere, with as many training trips as the course's
+January 2021 file (``--rows``), on ``team+sqlite`` in a temporary
 folder. Four ways, interleaved (the order rotates each repetition), medians:
 
 - serial: ``Trials()``, autologging on;
+
+(SparkTrials searches run with ``max_queue_len=2``, as many suggestions queued as trials run at once.)
 - spark: ``SparkTrials(parallelism=2)`` on ``local[2]`` (``mlflow_team.hyperopt.spark.local_session``),
   autologging on;
 - spark, none: ``SparkTrials(parallelism=2)``, autologging off, the objective logs nothing: the baseline;
@@ -33,6 +36,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SPACE_SEED = 42
+#: Trips in the course's training file (green taxi, January 2021, 1 to 60 minutes): the course's trial size.
+ROWS = 73_908
 
 
 def space():
@@ -90,7 +95,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rows", type=int, default=20_000, help="generated training trips (the demo's default)")
+    parser.add_argument("--rows", type=int, default=ROWS,
+                        help="generated training trips (default: as many as the course's January 2021 green taxi file)")
     parser.add_argument("--quick", action="store_true", help="one repetition")
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
@@ -111,7 +117,7 @@ def main() -> None:
     valid_frame = data.read_dataframe(data.generate(folder / "valid.parquet", month=2, rows=args.rows // 2, seed=1))
     uri = f"team+sqlite:///{folder}/mlflow.db"
     mlflow.set_tracking_uri(uri)
-    local_session(2)
+    local_session(2, imports=("pandas", "sklearn", "xgboost", "mlflow_team.demo.workflow"))
 
     def search(way: str, repetition: int) -> float:
         experiment_id = mlflow.set_experiment(f"{way}-{repetition}").experiment_id
@@ -123,8 +129,10 @@ def main() -> None:
             team_hyperopt.autolog(disable=True)
         trials = Trials() if way == "serial" else SparkTrials(parallelism=2)
         started = time.perf_counter()
+        # SparkTrials: two trials queued, so a free slot never waits for the next suggestion
         fmin(objective, space(), algo=tpe.suggest, max_evals=args.trials, trials=trials,
-             rstate=np.random.default_rng(SPACE_SEED), show_progressbar=False)
+             max_queue_len=1 if way == "serial" else 2, rstate=np.random.default_rng(SPACE_SEED),
+             show_progressbar=False)
         seconds = time.perf_counter() - started
         team_hyperopt.autolog(disable=True)
         print(f"  {way:<22} {seconds:7.2f} s", flush=True)

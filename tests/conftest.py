@@ -256,7 +256,7 @@ def spark():
     root = str(Path(__file__).resolve().parent.parent)
     # Executors autolog as MLflow tests its own integrations: an error of ours fails the trial.
     session = local_session(2, {"spark.executorEnv.PYTHONPATH": root,
-                                "spark.executorEnv.MLFLOW_AUTOLOGGING_TESTING": "true"})
+                                "spark.executorEnv.MLFLOW_AUTOLOGGING_TESTING": "true"}, imports=("xgboost", "sklearn"))
     yield session
     session.stop()
 

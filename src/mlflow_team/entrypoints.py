@@ -36,3 +36,9 @@ def s3_artifact_repository(artifact_uri: str, **kwargs: Any):
     from mlflow_team.artifacts.s3 import TeamS3ArtifactRepository
 
     return TeamS3ArtifactRepository(artifact_uri, **kwargs)
+
+
+def proxied_artifact_repository(artifact_uri: str, **kwargs: Any):
+    from mlflow_team.artifacts.proxied import TeamMlflowArtifactsRepository
+
+    return TeamMlflowArtifactsRepository(artifact_uri, **kwargs)

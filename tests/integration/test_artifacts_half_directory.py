@@ -149,3 +149,33 @@ def test_a_killed_team_s3_folder_upload_is_marked_and_refused_until_logged_again
 
     _kill_midway(tmp_path, uri, run.info.run_id, src, stored, env)
     _check_marked_then_repaired(client, run.info.run_id, src, tmp_path)
+
+
+@pytest.mark.server
+def test_a_killed_folder_upload_through_the_artifact_proxy_is_marked_until_logged_again(tmp_path):
+    """A client with mlflow-team uploading through `mlflow server`'s proxy (default workers): the
+    folder carries the marker where list_artifacts (and the UI) show it, until an upload completes."""
+    from tests.helpers.server import DEFAULT_WORKERS, mlflow_server
+
+    with mlflow_server(f"team+sqlite:///{tmp_path}/server.db", tmp_path, workers=DEFAULT_WORKERS) as url:
+        client = MlflowClient(tracking_uri=url)
+        run = client.create_run(client.create_experiment("half/proxied"))
+        run_id = run.info.run_id
+        src = _source(tmp_path)
+        stored_dir = tmp_path / "artifacts"
+
+        def stored() -> int:
+            return len([p for p in stored_dir.rglob("f*.json") if p.is_file()])
+
+        _kill_midway(tmp_path, url, run_id, src, stored, {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+        listed = [info.path for info in client.list_artifacts(run_id, "data")]
+        markers = [path for path in listed if incomplete.is_marker(path)]
+        assert len(markers) == 1 and len(listed) == FILES + 1, listed
+        marker_text = open(client.download_artifacts(run_id, markers[0], str(tmp_path / "marker")), "rb").read()
+        assert incomplete.listed(marker_text) == {f"f{i:02d}.json" for i in range(FILES)} | {"zz-weights.bin"}
+
+        os.remove(src / "zz-weights.bin")
+        (src / "zz-weights.bin").write_bytes(b"weights")
+        client.log_artifacts(run_id, str(src), "data")
+        listed = [info.path for info in client.list_artifacts(run_id, "data")]
+        assert not any(incomplete.is_marker(path) for path in listed) and len(listed) == FILES + 1

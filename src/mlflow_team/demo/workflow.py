@@ -245,7 +245,7 @@ def _run(settings: Settings, echo) -> Outcome:
 
         from mlflow_team.hyperopt.spark import local_session
 
-        local_session(max(settings.spark, 1))
+        local_session(max(settings.spark, 1), imports=("pandas", "sklearn", "xgboost", "mlflow.sklearn"))
         trials = SparkTrials(parallelism=settings.spark)
         echo(f"tuning xgboost: {settings.trials} hyperopt trials (tpe) on a local Spark session, "
              f"{settings.spark} at a time")
@@ -255,7 +255,8 @@ def _run(settings: Settings, echo) -> Outcome:
     try:
         with mlflow.start_run(run_name="xgboost-hyperopt", tags={**data_tags, "model": "xgboost"}) as tuning:
             fmin(objective, space, algo=tpe.suggest, max_evals=settings.trials, trials=trials,
-                 rstate=np.random.default_rng(settings.seed), show_progressbar=settings.progress)
+                 max_queue_len=max(settings.spark, 1), rstate=np.random.default_rng(settings.seed),
+                 show_progressbar=settings.progress)
     finally:
         mlflow_team.hyperopt.autolog(disable=True)
 

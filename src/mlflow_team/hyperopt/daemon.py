@@ -1,21 +1,43 @@
-"""A PySpark worker daemon whose workers start with MLflow already imported.
+"""A PySpark worker daemon whose workers start with MLflow (and the objective's libraries) imported.
 
 PySpark forks a fresh Python worker from its daemon for most tasks, and a SparkTrials trial is a
-task of its own, so every trial of an MLflow objective would import MLflow again (seconds). Run as
-the daemon (``spark.python.daemon.module = mlflow_team.hyperopt.daemon``, which
-``mlflow_team.hyperopt.spark.local_session`` sets), it imports MLflow and mlflow-team's executor
-side once; the workers it forks inherit them.
+task of its own, so every trial of an MLflow objective would import MLflow and its training
+libraries again (seconds per trial). Run as the daemon (``spark.python.daemon.module =
+mlflow_team.hyperopt.daemon``, which ``mlflow_team.hyperopt.spark.local_session`` sets), it imports
+them once; the workers it forks inherit them. What it imports: MLflow, mlflow-team's executor side
+and its store, and the modules named in ``MLFLOW_TEAM_SPARK_IMPORTS`` (comma-separated, e.g.
+``xgboost,sklearn``; ``local_session(imports=...)`` sets it for the executors). A module that
+fails to import is left to the worker, as without this daemon.
 """
 
-if __name__ == "__main__":
-    try:
-        import mlflow  # noqa: F401
-        import mlflow.tracking.fluent  # noqa: F401
+import importlib
+import os
 
-        import mlflow_team.hyperopt.spark  # noqa: F401
-        import mlflow_team.store.tracking  # noqa: F401 - the team store (and MLflow's SQLAlchemy store)
-    except Exception:  # noqa: BLE001 - a worker then imports them itself, as without this daemon
+IMPORTS_ENV = "MLFLOW_TEAM_SPARK_IMPORTS"
+ALWAYS = (
+    "mlflow", "mlflow.tracking.fluent", "mlflow.utils.autologging_utils", "hyperopt",
+    "mlflow_team.hyperopt", "mlflow_team.hyperopt.runs", "mlflow_team.hyperopt.scope", "mlflow_team.hyperopt.search",
+    "mlflow_team.hyperopt.spark", "mlflow_team.store.tracking",
+)
+
+
+def preload() -> None:
+    extra = [name.strip() for name in os.environ.get(IMPORTS_ENV, "").split(",") if name.strip()]
+    for name in (*ALWAYS, *extra):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the worker imports it itself if the objective needs it
+            pass
+    try:  # the compatibility probe autologging runs in every worker, once here instead
+        from mlflow_team.store import compat
+
+        compat.probe()
+    except Exception:  # noqa: BLE001
         pass
+
+
+if __name__ == "__main__":
+    preload()
     from pyspark.daemon import manager
 
     manager()

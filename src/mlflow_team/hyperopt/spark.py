@@ -361,9 +361,10 @@ class _Executor:
             uri, client = _scratch()
             run = client.create_run(_scratch_experiment(client), run_name=self.launched.get("run_name"))
         elif not own_run:
-            uri, client, run = context.tracking_uri, trial._client(context.tracking_uri), None
+            uri, client, run = context.tracking_uri, _LazyClient(context.tracking_uri), None
         else:
-            uri, client = context.tracking_uri, trial._client(context.tracking_uri)
+            # built on first use: an objective that logs nothing never opens the store here
+            uri, client = context.tracking_uri, _LazyClient(context.tracking_uri)
             launched = self.launched
             run = Run(
                 RunInfo(
@@ -410,6 +411,16 @@ class _Executor:
             trial._report(exc)
         finally:
             _restore_env(previous_env)
+
+
+class _LazyClient:
+    """The search's ``MlflowClient`` in an executor, built when first used (building it opens the store)."""
+
+    def __init__(self, uri: str) -> None:
+        self._uri = uri
+
+    def __getattr__(self, name: str):
+        return getattr(trial._client(self._uri), name)
 
 
 def _with_report(result, report: dict):
@@ -532,10 +543,11 @@ def _autolog(context: ExecutorContext) -> None:
     _APPLIED_AUTOLOG[:] = [key]
 
 
-def local_session(cores: int = 2, conf: dict | None = None):
+def local_session(cores: int = 2, conf: dict | None = None, imports: tuple[str, ...] = ()):
     """A Spark session on this machine (``local[cores]``) whose executors run this Python (and so
-    find the packages of its environment), forked with MLflow imported (``daemon``), without the web
-    UI, bound to the loopback interface."""
+    find the packages of its environment), forked with MLflow and ``imports`` (the objective's
+    libraries, e.g. ``("xgboost", "sklearn")``) already imported (``daemon``), without the web UI,
+    bound to the loopback interface."""
     import shutil
     import sys
 
@@ -548,11 +560,14 @@ def local_session(cores: int = 2, conf: dict | None = None):
         SparkSession.builder.master(f"local[{cores}]")
         .appName("mlflow-team")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         # workers forked with MLflow already imported: a trial's task does not import it again
         .config("spark.python.daemon.module", "mlflow_team.hyperopt.daemon")
     )
+    if imports:
+        builder = builder.config("spark.executorEnv.MLFLOW_TEAM_SPARK_IMPORTS", ",".join(imports))
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
