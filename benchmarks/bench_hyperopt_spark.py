@@ -19,6 +19,10 @@ folder. Four ways, interleaved (the order rotates each repetition), medians:
   course writes it (its own tracking URI and experiment, ``with mlflow.start_run()``,
   ``log_params``, ``set_tag``, ``log_metric``).
 
+And a ceiling, with no Spark, hyperopt or MLflow: the points the serial search evaluated, trained
+again one after the other and then two at a time in two forked processes (``multiprocessing``):
+what two cores give these trainings on this machine.
+
 Printed: the speed-up of SparkTrials over serial (target: at least 1.6x on two cores; 2x is the
 limit), and the per-trial overhead of autologging and of hand-written logging over the baseline
 under SparkTrials, and their ratio (target: at most 0.5).
@@ -146,17 +150,51 @@ def main() -> None:
         print(f"repetition {repetition + 1}:")
         for way in order:
             times[way].append(search(way, repetition))
+    ceiling = _ceiling(train_frame, valid_frame, uri, "serial-0")
     median = {way: statistics.median(values) for way, values in times.items()}
     speedup = median["serial"] / median["spark"]
     auto = (median["spark"] - median["spark, none"]) / args.trials
     hand = (median["spark, hand-written"] - median["spark, none"]) / args.trials
     print("\nmedians:", ", ".join(f"{way} {seconds:.1f} s" for way, seconds in median.items()))
     print(f"SparkTrials(parallelism=2) against Trials, autologging on: {speedup:.2f}x faster (target >= 1.6x)")
+    print(f"ceiling on this machine: the same trainings in two processes are {ceiling:.2f}x faster than one after "
+          "the other (no Spark, hyperopt or MLflow)")
     print(f"per-trial overhead under SparkTrials: autologging {auto * 1000:+.0f} ms, hand-written {hand * 1000:+.0f} ms")
     if hand > 0:
         print(f"autologging / hand-written overhead: {auto / hand:.2f} (target <= 0.5)")
     else:
         print("hand-written logging cost nothing measurable here: no ratio")
+
+
+_FRAMES: tuple = ()
+
+
+def _train_one(params) -> float:
+    return Objective(*_FRAMES).train(params)
+
+
+def _ceiling(train_frame, valid_frame, uri: str, experiment: str) -> float:
+    """Serial time over two-process time for the points the serial search evaluated."""
+    import multiprocessing
+
+    from mlflow import MlflowClient
+
+    global _FRAMES
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
+    points = [{k: float(v) for k, v in r.data.params.items()} for r in runs if r.info.run_name.startswith("trial-")]
+    _FRAMES = (train_frame, valid_frame)
+    started = time.perf_counter()
+    for point in points:
+        _train_one(point)
+    one = time.perf_counter() - started
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        pool.map(_train_one, points[:2])  # both processes warm, as the serial loop is
+        started = time.perf_counter()
+        pool.map(_train_one, points, chunksize=1)
+        two = time.perf_counter() - started
+    print(f"  ceiling: {len(points)} trainings one after the other {one:.1f} s, two at a time {two:.1f} s", flush=True)
+    return one / two
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_AUTOLOGGING_TESTING", "true")  # as MLflow tests its own integrations
     with mlflow_server(f"team+sqlite:///{tmp_path}/server.db", tmp_path) as url:
         mlflow.set_tracking_uri(url)
         yield url

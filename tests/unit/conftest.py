@@ -27,9 +27,15 @@ def disable_framework_autologging():
 
 
 @pytest.fixture
-def experiment(database, request):
-    """An experiment of its own per test, hyperopt autologging on; everything off afterwards."""
+def experiment(database, request, monkeypatch):
+    """An experiment of its own per test, hyperopt autologging on; everything off afterwards.
+
+    Under MLFLOW_AUTOLOGGING_TESTING, as MLflow tests its own integrations: an error of the
+    integration's own code fails the test instead of becoming a warning (the tests of that warning
+    turn it off themselves)."""
     import mlflow_team.hyperopt as team_hyperopt
+
+    monkeypatch.setenv("MLFLOW_AUTOLOGGING_TESTING", "true")
 
     mlflow.set_tracking_uri(database)
     experiment = mlflow.set_experiment(f"{request.module.EXPERIMENT_PREFIX}/{request.node.name}")

@@ -36,14 +36,15 @@ def without(*modules: str, code: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", block + code], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
-def test_every_extra_the_table_names_is_declared_in_pyproject_but_the_future_spark():
+def test_every_extra_the_table_names_is_declared_in_pyproject():
     declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
     named = {entry.extra for entry in extras.OPTIONAL.values()}
-    assert named - declared == {"spark"}
+    assert named <= declared and "spark" in named
     assert extras.declared_extras() == declared  # the installed metadata is this pyproject's
 
 
-def test_a_module_without_a_declared_extra_is_installed_by_its_package_name():
+def test_a_module_without_a_declared_extra_is_installed_by_its_package_name(monkeypatch):
+    monkeypatch.setattr(extras, "declared_extras", lambda: frozenset({"mysql"}))  # an older mlflow-team
     assert extras.install_command("pyspark") == 'pip install "pyspark"'
     assert extras.install_command("pymysql") == 'pip install "mlflow-team[mysql]" (from a clone: pip install -e ".[mysql]")'
 

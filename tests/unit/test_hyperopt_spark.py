@@ -30,8 +30,8 @@ EXPERIMENT_PREFIX = "spark"
 
 @pytest.fixture(autouse=True)
 def _autologging_testing(monkeypatch):
-    """The driver's side as MLflow tests its integrations too (the executors' is set by the spark
-    fixture): these tests need no second run under MLFLOW_AUTOLOGGING_TESTING in CI."""
+    """The driver's side under MLFLOW_AUTOLOGGING_TESTING for the tests without the ``experiment``
+    fixture too (the executors' is set by the spark fixture)."""
     monkeypatch.setenv("MLFLOW_AUTOLOGGING_TESTING", "true")
 
 

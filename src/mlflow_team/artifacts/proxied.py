@@ -31,7 +31,11 @@ class TeamMlflowArtifactsRepository(MlflowArtifactsRepository):
             return super().log_artifacts(local_dir, artifact_path)
         folder = (artifact_path or "").strip("/")
         marker = self._put_marker(folder, files)
-        super().log_artifacts(local_dir, artifact_path)
+        # MLflow's loop, file by file, in a stable order (stock's follows the directory listing)
+        root = os.path.abspath(local_dir)
+        for relative in sorted(files):
+            target = posixpath.join(folder, posixpath.dirname(relative)).strip("/")
+            self.log_artifact(os.path.join(root, *relative.split("/")), target or None)
         try:
             for name in self._finished_markers(folder, set(files), marker):
                 self.delete_artifacts(posixpath.join(folder, name) if folder else name)
