@@ -44,19 +44,6 @@ SPACE_SEED = 42
 ROWS = 73_908
 
 
-def space():
-    from hyperopt import hp
-
-    return {
-        "max_depth": hp.quniform("max_depth", 3, 10, 1),
-        "learning_rate": hp.loguniform("learning_rate", -3, 0),
-        "reg_alpha": hp.loguniform("reg_alpha", -5, -1),
-        "reg_lambda": hp.loguniform("reg_lambda", -6, -1),
-        "min_child_weight": hp.loguniform("min_child_weight", -1, 3),
-        "n_estimators": hp.quniform("n_estimators", 20, 120, 10),
-    }
-
-
 class Objective:
     """The demo's objective (picklable: Spark ships it to the executors with its data)."""
 
@@ -65,17 +52,9 @@ class Objective:
         self.hand_written = hand_written  # "tracking URI|experiment id" where the objective logs itself
 
     def train(self, params) -> float:
-        from xgboost import XGBRegressor
+        from mlflow_team.demo.workflow import _fit, _pipeline, xgb_regressor
 
-        from mlflow_team.demo.workflow import _fit, _pipeline
-
-        regressor = XGBRegressor(
-            max_depth=int(params["max_depth"]), n_estimators=int(params["n_estimators"]),
-            learning_rate=params["learning_rate"], reg_alpha=params["reg_alpha"], reg_lambda=params["reg_lambda"],
-            min_child_weight=params["min_child_weight"], objective="reg:squarederror", random_state=SPACE_SEED,
-            n_jobs=1,
-        )
-        rmse, _ = _fit(_pipeline(regressor), self.train_frame, self.valid_frame)
+        rmse, _ = _fit(_pipeline(xgb_regressor(params, SPACE_SEED, n_jobs=1)), self.train_frame, self.valid_frame)
         return rmse
 
     def __call__(self, params):
@@ -113,6 +92,7 @@ def main() -> None:
 
     import mlflow_team.hyperopt as team_hyperopt
     from mlflow_team.demo import data
+    from mlflow_team.demo.workflow import search_space
     from mlflow_team.hyperopt.spark import local_session
 
     logging.getLogger("hyperopt-spark").setLevel(logging.WARNING)
@@ -134,7 +114,7 @@ def main() -> None:
         trials = Trials() if way == "serial" else SparkTrials(parallelism=2)
         started = time.perf_counter()
         # SparkTrials: two trials queued, so a free slot never waits for the next suggestion
-        fmin(objective, space(), algo=tpe.suggest, max_evals=args.trials, trials=trials,
+        fmin(objective, search_space(), algo=tpe.suggest, max_evals=args.trials, trials=trials,
              max_queue_len=1 if way == "serial" else 2, rstate=np.random.default_rng(SPACE_SEED),
              show_progressbar=False)
         seconds = time.perf_counter() - started

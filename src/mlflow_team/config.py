@@ -250,14 +250,20 @@ def default_policy() -> Policy:
     return parse_policy({}, source=DEFAULT_SOURCE)
 
 
-def load_policy_file(path: str | os.PathLike[str]) -> Policy:
+def read_policy_toml(path: str | os.PathLike[str]) -> dict:
+    """A policy file's TOML, or :class:`errors.PolicyFileError` naming the file and what is wrong."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise errors.PolicyFileError(str(path), "does not exist.") from None
     except tomllib.TOMLDecodeError as exc:
         raise errors.PolicyFileError(str(path), errors.POLICY_NOT_TOML.format(reason=exc)) from None
+
+
+def load_policy_file(path: str | os.PathLike[str]) -> Policy:
+    path = Path(path)
+    data = read_policy_toml(path)
     try:
         return parse_policy(data, source=str(path), base_dir=path.parent)
     except _Invalid as exc:

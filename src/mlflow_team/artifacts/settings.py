@@ -9,15 +9,8 @@ by the store that uses it.
 
 from __future__ import annotations
 
-import sys
-
 from mlflow_team import config, errors
 from mlflow_team.policy import ArtifactSettings
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 
 def artifact_settings() -> ArtifactSettings:
@@ -25,13 +18,7 @@ def artifact_settings() -> ArtifactSettings:
     path = config.policy_path()
     if path is None:
         return ArtifactSettings()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise errors.PolicyFileError(str(path), "does not exist.") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise errors.PolicyFileError(str(path), errors.POLICY_NOT_TOML.format(reason=exc)) from None
-    table = data.get("artifacts")
+    table = config.read_policy_toml(path).get("artifacts")
     if table is None:
         return ArtifactSettings()
     try:

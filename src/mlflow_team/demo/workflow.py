@@ -87,6 +87,32 @@ def int32_indices(matrix):
     return matrix
 
 
+def search_space() -> dict:
+    """The demo's hyperopt search space for xgboost (the course's, with a number of trees)."""
+    from hyperopt import hp
+
+    return {
+        "max_depth": hp.quniform("max_depth", 3, 10, 1),
+        "learning_rate": hp.loguniform("learning_rate", -3, 0),
+        "reg_alpha": hp.loguniform("reg_alpha", -5, -1),
+        "reg_lambda": hp.loguniform("reg_lambda", -6, -1),
+        "min_child_weight": hp.loguniform("min_child_weight", -1, 3),
+        "n_estimators": hp.quniform("n_estimators", 20, 120, 10),
+    }
+
+
+def xgb_regressor(params: dict, seed: int, n_jobs: int):
+    """The demo's xgboost regressor for a point of :func:`search_space`."""
+    from xgboost import XGBRegressor
+
+    return XGBRegressor(
+        max_depth=int(params["max_depth"]), n_estimators=int(params["n_estimators"]),
+        learning_rate=params["learning_rate"], reg_alpha=params["reg_alpha"],
+        reg_lambda=params["reg_lambda"], min_child_weight=params["min_child_weight"],
+        objective="reg:squarederror", random_state=seed, n_jobs=n_jobs,
+    )
+
+
 def _pipeline(regressor):
     from sklearn.feature_extraction import DictVectorizer
     from sklearn.pipeline import make_pipeline
@@ -160,11 +186,10 @@ def run(settings: Settings, echo=print) -> Outcome:
 def _run(settings: Settings, echo) -> Outcome:
     import mlflow
     import numpy as np
-    from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
+    from hyperopt import STATUS_OK, Trials, fmin, tpe
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
     from sklearn.linear_model import Lasso, LinearRegression
-    from xgboost import XGBRegressor
 
     import mlflow_team.hyperopt
     from mlflow_team.artifacts.integrity import sha256_of_file
@@ -215,23 +240,10 @@ def _run(settings: Settings, echo) -> Outcome:
 
     # 3. xgboost tuned with hyperopt; autologging makes every trial a run of its own.
     mlflow_team.hyperopt.autolog(extra_tags=data_tags)
-    space = {
-        "max_depth": hp.quniform("max_depth", 3, 10, 1),
-        "learning_rate": hp.loguniform("learning_rate", -3, 0),
-        "reg_alpha": hp.loguniform("reg_alpha", -5, -1),
-        "reg_lambda": hp.loguniform("reg_lambda", -6, -1),
-        "min_child_weight": hp.loguniform("min_child_weight", -1, 3),
-        "n_estimators": hp.quniform("n_estimators", 20, 120, 10),
-    }
+    space = search_space()
 
     def objective(params):
-        regressor = XGBRegressor(
-            max_depth=int(params["max_depth"]), n_estimators=int(params["n_estimators"]),
-            learning_rate=params["learning_rate"], reg_alpha=params["reg_alpha"],
-            reg_lambda=params["reg_lambda"], min_child_weight=params["min_child_weight"],
-            objective="reg:squarederror", random_state=settings.seed, n_jobs=1 if settings.spark > 1 else 2,
-        )
-        pipeline = _pipeline(regressor)
+        pipeline = _pipeline(xgb_regressor(params, settings.seed, n_jobs=1 if settings.spark > 1 else 2))
         rmse, seconds = _fit(pipeline, train_frame, valid_frame)
         mlflow.set_tag("model", "xgboost")
         size = log_model(pipeline)
