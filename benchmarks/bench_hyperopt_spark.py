@@ -153,6 +153,11 @@ def _train_one(params) -> float:
     return Objective(*_FRAMES).train(params)
 
 
+def _set_frames(train_frame, valid_frame) -> None:
+    global _FRAMES
+    _FRAMES = (train_frame, valid_frame)
+
+
 def _ceiling(train_frame, valid_frame, uri: str, experiment: str) -> float:
     """Serial time over two-process time for the points the serial search evaluated."""
     import multiprocessing
@@ -168,7 +173,8 @@ def _ceiling(train_frame, valid_frame, uri: str, experiment: str) -> float:
     for point in points:
         _train_one(point)
     one = time.perf_counter() - started
-    with multiprocessing.get_context("fork").Pool(2) as pool:
+    # spawned, not forked: a fork of a process whose OpenMP (xgboost's) has started hangs
+    with multiprocessing.get_context("spawn").Pool(2, initializer=_set_frames, initargs=_FRAMES) as pool:
         pool.map(_train_one, points[:2])  # both processes warm, as the serial loop is
         started = time.perf_counter()
         pool.map(_train_one, points, chunksize=1)

@@ -81,6 +81,7 @@ from mlflow_team.policy import (
     ArtifactSettings,
     IdentityRule,
     NameRule,
+    ServerSettings,
     Policy,
 )
 
@@ -111,6 +112,7 @@ _RULE_KEYS = {
     "reserved-tags": {"enabled", "extra"},
     "identity": {"enabled", "keyring", "allow-unsigned", "max-clock-skew-seconds", "require-verified"},
     "artifacts": {"object-tags", "encryption", "kms-key-id", "kms-keys"},
+    "server": {"auth", "stale-after-seconds", "regex-budget-ms"},
 }
 _RULE_EXAMPLES = {
     "experiment-name": "pattern = '^[a-z0-9-]+/[a-z0-9-]+$' and example = 'vision/resnet'",
@@ -121,6 +123,7 @@ _RULE_EXAMPLES = {
     "reserved-tags": "extra = ['team.cost-center']",
     "identity": "keyring = 'keyring.toml' and allow-unsigned = false",
     "artifacts": "encryption = 'aws:kms' and kms-keys = { 'finance/' = 'arn:aws:kms:...:key/...' }",
+    "server": "auth = 'basic' and stale-after-seconds = 900",
 }
 
 
@@ -313,7 +316,7 @@ def parse_policy(
     """Validate a decoded policy document; raises ``_Invalid`` naming the key and value."""
     for key, table in data.items():
         if key not in _RULE_KEYS:
-            known = ", ".join([*RULE_IDS, "artifacts"])
+            known = ", ".join([*RULE_IDS, "artifacts", "server"])
             raise _Invalid(errors.POLICY_UNKNOWN_RULE.format(key=key, known=known))
         if not isinstance(table, dict):
             raise _Invalid(
@@ -377,6 +380,8 @@ def parse_policy(
     )
     if "artifacts" in data:
         fields["artifacts"] = _artifact_settings(data["artifacts"])
+    if "server" in data:
+        fields["server"] = _server_settings(data["server"])
     reserved_required = set(fields.get("required_tags", ())) & set(fields.get("reserved_tags", ()))
     if reserved_required:
         raise _Invalid(
@@ -426,6 +431,25 @@ def _artifact_settings(table: dict[str, Any]) -> ArtifactSettings:
         key = "kms-keys" if "kms-keys" in table else "kms-key-id"
         raise invalid(key, "KMS keys are used only with encryption = 'aws:kms'; add that line")
     return ArtifactSettings(**fields)
+
+
+def _server_settings(table: dict[str, Any]) -> ServerSettings:
+    fields: dict[str, Any] = {}
+    if "auth" in table:
+        fields["auth"] = _typed("server", table, "auth", lambda v: v in ("none", "basic"), "'none' or 'basic'")
+    if "stale-after-seconds" in table:
+        fields["stale_after_s"] = _typed(
+            "server", table, "stale-after-seconds",
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and 10 <= v <= 7 * 86_400,
+            "a whole number of seconds from 10 to 604800",
+        )
+    if "regex-budget-ms" in table:
+        fields["regex_budget_ms"] = _typed(
+            "server", table, "regex-budget-ms",
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10_000,
+            "a whole number of milliseconds from 1 to 10000",
+        )
+    return ServerSettings(**fields)
 
 
 def _identity_rule(table: dict[str, Any], base_dir: Path) -> IdentityRule:

@@ -73,6 +73,15 @@ class ArtifactSettings:
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    """What the team server app (``mlflow server --app-name team``) does beyond the store."""
+
+    auth: str = "none"  # "none", or "basic": MLflow's basic-auth runs inside the team app
+    stale_after_s: int = 900  # a run whose client stopped sending heartbeats this long ago is ended FAILED
+    regex_budget_ms: int = 100  # the CPU a search filter's regular expression may take per request
+
+
+@dataclass(frozen=True)
 class Stamp:
     """The author the store writes, and whether anything vouched for it."""
 
@@ -104,6 +113,7 @@ class Policy:
     reserved_tags: tuple[str, ...] = ()
     identity: IdentityRule | None = field(default_factory=IdentityRule)
     artifacts: ArtifactSettings = field(default_factory=ArtifactSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
     source: str = "built-in defaults (identity stamping only)"
 
     def enabled_rules(self) -> list[str]:

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import mlflow
 import pytest
 import requests
+import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -30,6 +31,12 @@ ALICE_KEY = "a1" * 32
 CREATE_RUN = "/api/2.0/mlflow/runs/create"
 
 
+class ServerUrl(str):
+    """A server's URL that also knows the SQLAlchemy URL of its database."""
+
+    database: str
+
+
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def strict_server(request, tmp_path_factory):
     """A team server with a keyring and require-verified, on its default worker count."""
@@ -41,7 +48,9 @@ def strict_server(request, tmp_path_factory):
     else:
         backend = "team+" + request.getfixturevalue("postgresql_url")
     with mlflow_server(backend, workdir, workers=DEFAULT_WORKERS) as url:
-        yield url
+        server = ServerUrl(url)
+        server.database = backend.removeprefix("team+")
+        yield server
 
 
 @pytest.fixture
@@ -162,3 +171,27 @@ def test_a_signed_request_replayed_one_by_one_is_refused_by_every_worker(strict_
     assert [r.status_code for r in again] == [401] * REPLAYS
     # The same body signed anew (a later second) is a new request: accepted.
     assert post(strict_server, body, signed(body, when=time.time() + 1)).status_code == 200
+
+
+def test_a_signed_write_that_failed_on_the_server_is_accepted_when_the_client_retries_it(strict_server):
+    """MLflow's client resends a request answered 5xx with the same headers: the failed attempt
+    wrote nothing, so its signature is not used up (a database that fails mid-request here)."""
+    body = create_run_body(note=unique("retried"))
+    headers = signed(body)
+    before = run_count(strict_server)
+    engine = sa.create_engine(strict_server.database)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("ALTER TABLE runs RENAME TO runs_parked"))
+        try:
+            failed = post(strict_server, body, headers)
+        finally:
+            with engine.begin() as connection:
+                connection.execute(sa.text("ALTER TABLE runs_parked RENAME TO runs"))
+    finally:
+        engine.dispose()
+    assert failed.status_code >= 500, failed.text
+    assert post(strict_server, body, headers).status_code == 200
+    assert run_count(strict_server) == before + 1
+    again = post(strict_server, body, headers)
+    assert again.status_code == 401 and again.json()["message"] == errors.SIGNATURE_REPLAYED.format(author="alice@example.com")

@@ -64,7 +64,8 @@ def first_use(engine: sa.engine.Engine, signature: str, expires_at: int, skew_s:
     ``expires_at`` is when the signature stops being accepted anyway (its time plus the allowed
     clock skew ``skew_s``). Raises the database's own error when it cannot record (the request
     then fails: a signature is never accepted without its record). Runs in a transaction of its
-    own, committed before the store writes anything: call it outside the store's transaction.
+    own, committed before the store writes anything: call it outside the store's transaction,
+    and :func:`forget` the signature if the write it vouched for fails.
     """
     try:
         inserted = _insert(engine, signature, expires_at)
@@ -76,6 +77,13 @@ def first_use(engine: sa.engine.Engine, signature: str, expires_at: int, skew_s:
     if inserted:
         _prune_if_due(engine, skew_s)
     return inserted
+
+
+def forget(engine: sa.engine.Engine, signature: str) -> None:
+    """Drop ``signature``'s record: the request it signed failed before writing anything, and the
+    client's retry of that request (the same signature) is its first use, not a replay."""
+    with engine.begin() as connection:
+        connection.execute(SEEN.delete().where(SEEN.c.signature == signature))
 
 
 def _insert(engine: sa.engine.Engine, signature: str, expires_at: int) -> bool:

@@ -35,7 +35,8 @@ def current_stamp(team_policy: Policy, claimed: str | None, store: Any = None) -
 
     ``store`` is the team store making the call: a signature's first use is recorded in its
     database. Left out, it is the team store method that called this one (found on the stack).
-    Call it before the store's own write transaction (the record commits on its own).
+    Call it before the store's own write transaction (the record commits on its own; it is
+    dropped again if the request ends in a status the client retries, see :func:`_first_use`).
     """
     if team_policy.identity is None:
         return None
@@ -165,7 +166,7 @@ def _first_use(store: Any, claim: signing.Claim, skew_s: int) -> bool:
             )
         return _SEEN.first_use(claim.signature, until)
     try:
-        return replay.first_use(engine, claim.signature, until, skew_s)
+        accepted = replay.first_use(engine, claim.signature, until, skew_s)
     except sqlalchemy.exc.DBAPIError as exc:
         # The driver's first line only: the statement's parameters would show the signature.
         original = exc.orig if exc.orig is not None else exc
@@ -177,6 +178,31 @@ def _first_use(store: Any, claim: signing.Claim, skew_s: int) -> bool:
             rule="identity",
             error_code=errors.TEMPORARILY_UNAVAILABLE,
         ) from exc
+    if accepted:
+        _forget_if_retried(engine, claim.signature)
+    return accepted
+
+
+#: Statuses MLflow's client retries with the same headers (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``'s
+#: ``status_forcelist``): a request answered with one wrote nothing, and its retry is no replay.
+_RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def _forget_if_retried(engine: Any, signature: str) -> None:
+    """Drop the record of ``signature`` when its request ends in a status the client retries, so
+    that the retry of a write that failed (a locked database, a lost connection) is accepted."""
+    import flask
+
+    from mlflow_team.identity import replay
+
+    @flask.after_this_request
+    def _forget(response):
+        if response.status_code in _RETRIED_STATUSES:
+            try:
+                replay.forget(engine, signature)
+            except Exception:  # noqa: BLE001 - the retry is then refused as a replay, nothing worse
+                _logger.warning("mlflow-team: could not drop the record of a failed signed request", exc_info=True)
+        return response
 
 
 class _SeenSignatures:

@@ -1,0 +1,45 @@
+"""``create_app``: MLflow's server app with the team's hooks, composed with MLflow's basic-auth.
+
+``--app-name`` takes one app, so the team app runs MLflow's ``basic-auth`` itself where the
+policy says ``[server] auth = "basic"``. Under uvicorn (MLflow's default server) the Flask app is
+wrapped in MLflow's FastAPI app, as ``mlflow server`` without ``--app-name`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from mlflow_team import config
+
+_logger = logging.getLogger(__name__)
+
+#: The hooks, in the order Flask runs their before-request functions.
+_INSTALLERS = (
+    "mlflow_team.server.requests:install",
+)
+
+
+def create_app(app: Any = None) -> Any:
+    """The WSGI (gunicorn, waitress) or ASGI (uvicorn) app ``mlflow server --app-name team`` serves."""
+    import importlib
+
+    from mlflow.server import app as flask_app
+
+    app = flask_app if app is None else app
+    team_policy = config.load_policy()
+    _logger.info("mlflow-team server app: policy from %s; rules on: %s", team_policy.source,
+                 ", ".join(team_policy.enabled_rules()) or "none")
+    for spec in _INSTALLERS:
+        module, name = spec.split(":")
+        getattr(importlib.import_module(module), name)(app, team_policy)
+    if team_policy.server.auth == "basic":
+        from mlflow.server.auth import create_app as basic_auth
+
+        return basic_auth(app)  # wraps in FastAPI itself under uvicorn
+    if os.environ.get("_MLFLOW_SGI_NAME") == "uvicorn":
+        from mlflow.server.fastapi_app import create_fastapi_app
+
+        return create_fastapi_app(app)
+    return app
