@@ -16,8 +16,7 @@ from mlflow_team import config
 _logger = logging.getLogger(__name__)
 
 #: The hooks, in the order Flask runs their before-request functions.
-_INSTALLERS = (
-    "mlflow_team.server.requests:install",
+_INSTALLERS: tuple[str, ...] = (
 )
 
 
