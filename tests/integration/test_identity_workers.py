@@ -173,24 +173,36 @@ def test_a_signed_request_replayed_one_by_one_is_refused_by_every_worker(strict_
     assert post(strict_server, body, signed(body, when=time.time() + 1)).status_code == 200
 
 
+FAIL_INSERTS = {
+    "sqlite": ["CREATE TRIGGER team_test_fail BEFORE INSERT ON runs BEGIN SELECT RAISE(ABORT, 'disk trouble'); END"],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION team_test_fail() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk trouble'; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER team_test_fail BEFORE INSERT ON runs FOR EACH ROW EXECUTE FUNCTION team_test_fail()",
+    ],
+}
+
+
 def test_a_signed_write_that_failed_on_the_server_is_accepted_when_the_client_retries_it(strict_server):
-    """MLflow's client resends a request answered 5xx with the same headers: the failed attempt
-    wrote nothing, so its signature is not used up (a database that fails mid-request here)."""
+    """MLflow's client resends a request answered 5xx with the same headers, and a failed write
+    wrote nothing: its signature is not used up (here the database refuses the insert once)."""
     body = create_run_body(note=unique("retried"))
     headers = signed(body)
     before = run_count(strict_server)
     engine = sa.create_engine(strict_server.database)
+    dialect = engine.dialect.name
     try:
         with engine.begin() as connection:
-            connection.execute(sa.text("ALTER TABLE runs RENAME TO runs_parked"))
+            for statement in FAIL_INSERTS[dialect]:
+                connection.execute(sa.text(statement))
         try:
             failed = post(strict_server, body, headers)
         finally:
             with engine.begin() as connection:
-                connection.execute(sa.text("ALTER TABLE runs_parked RENAME TO runs"))
+                connection.execute(sa.text("DROP TRIGGER team_test_fail" + (" ON runs" if dialect == "postgresql" else "")))
     finally:
         engine.dispose()
-    assert failed.status_code >= 500, failed.text
+    assert failed.status_code >= 400 and "disk trouble" in failed.text, failed.text
+    assert run_count(strict_server) == before
     assert post(strict_server, body, headers).status_code == 200
     assert run_count(strict_server) == before + 1
     again = post(strict_server, body, headers)

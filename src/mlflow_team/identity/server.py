@@ -36,7 +36,7 @@ def current_stamp(team_policy: Policy, claimed: str | None, store: Any = None) -
     ``store`` is the team store making the call: a signature's first use is recorded in its
     database. Left out, it is the team store method that called this one (found on the stack).
     Call it before the store's own write transaction (the record commits on its own; it is
-    dropped again if the request ends in a status the client retries, see :func:`_first_use`).
+    dropped again if the request fails, see :func:`_forget_unless_written`).
     """
     if team_policy.identity is None:
         return None
@@ -179,25 +179,21 @@ def _first_use(store: Any, claim: signing.Claim, skew_s: int) -> bool:
             error_code=errors.TEMPORARILY_UNAVAILABLE,
         ) from exc
     if accepted:
-        _forget_if_retried(engine, claim.signature)
+        _forget_unless_written(engine, claim.signature)
     return accepted
 
 
-#: Statuses MLflow's client retries with the same headers (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``'s
-#: ``status_forcelist``): a request answered with one wrote nothing, and its retry is no replay.
-_RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-def _forget_if_retried(engine: Any, signature: str) -> None:
-    """Drop the record of ``signature`` when its request ends in a status the client retries, so
-    that the retry of a write that failed (a locked database, a lost connection) is accepted."""
+def _forget_unless_written(engine: Any, signature: str) -> None:
+    """Drop the record of ``signature`` when its request fails: the store's writes are
+    all-or-nothing, so a failed request wrote nothing, and MLflow's client resends a request
+    answered 5xx with the same headers. A signature is used up by a request that succeeded."""
     import flask
 
     from mlflow_team.identity import replay
 
     @flask.after_this_request
     def _forget(response):
-        if response.status_code in _RETRIED_STATUSES:
+        if response.status_code >= 400:
             try:
                 replay.forget(engine, signature)
             except Exception:  # noqa: BLE001 - the retry is then refused as a replay, nothing worse
