@@ -502,6 +502,46 @@ EJECT_FAILED = (
     "run mlflow-team eject --tracking-uri URL --apply again."
 )
 
+# --- the team server app: request bodies ------------------------------------------------------
+
+REQUEST_BODY_EMPTY = (
+    "{endpoint} was sent with an empty body; it takes a JSON object, and nothing was created or "
+    "changed. Send the request's fields as JSON, for example {{\"experiment_id\": \"0\"}} for "
+    "runs/create (Content-Type: application/json)."
+)
+REQUEST_BODY_NOT_JSON = (
+    "{endpoint} was sent a body that is not valid JSON ({problem}); nothing was created or "
+    "changed. Send one complete JSON object (Content-Type: application/json)."
+)
+REQUEST_BODY_NOT_OBJECT = (
+    "{endpoint} was sent a JSON {kind} as its body; it takes a JSON object of the request's "
+    "fields, and nothing was created or changed. Wrap the fields in {{...}}."
+)
+REQUEST_BODY_TOO_DEEP = (
+    "{endpoint} was sent JSON nested more than {limit} levels deep; no MLflow request nests "
+    "that deep, and nothing was created or changed. Send the request's fields as MLflow's API "
+    "documents them."
+)
+REQUEST_FIELD_NOT_OBJECTS = (
+    "{endpoint}: {field} must be a list of objects, for example {example}; it holds {got}. "
+    "Nothing was created or changed."
+)
+REQUEST_FIELD_OVERFLOW = (
+    "{endpoint}: {field} = {text} is beyond the range of a 64-bit float (about 1.8e308), and "
+    "would be stored as something else. Nothing was created or changed; send a value in range "
+    "(or the string \"Infinity\" if an infinite value is meant)."
+)
+REQUEST_FIELD_NOT_INT64 = (
+    "{endpoint}: {field} = {value} is not {what}. Nothing was created or changed; send a whole "
+    "number from -9223372036854775808 to 9223372036854775807 (milliseconds since the epoch for "
+    "a timestamp)."
+)
+SERVER_ERROR_HIDDEN = (
+    "The server could not complete this request ({code}); the details name the server's database "
+    "or files, so they are in the server's log, under reference {reference}, and not here. Give "
+    "that reference to whoever runs the server."
+)
+
 # --- doctor ----------------------------------------------------------------------------------
 
 SQLITE_DATABASE_MISSING = (

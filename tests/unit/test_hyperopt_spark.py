@@ -245,3 +245,33 @@ def test_executors_that_cannot_reach_the_server_still_get_their_trials_logged_by
         experiment_id = mlflow.get_experiment_by_name("spark/unreachable").experiment_id
         # the objective's own tag, params and rmse came back with the result: the UI shows the same runs
         the_ui_shows_one_trial_run_per_trial(experiment_id, 2)
+
+
+def test_while_autologging_is_on_sparktrials_polls_wake_when_a_trial_ends():
+    """hyperopt polls a SparkTrials search once a second (fmin's loop and SparkTrials' dispatcher);
+    with autologging on, a trial's end wakes both, and turning autologging off restores hyperopt."""
+    import threading
+    import time
+
+    import hyperopt.spark
+
+    import mlflow_team.hyperopt as team_hyperopt
+    from mlflow_team.hyperopt import spark as team_spark
+
+    fmin_module = __import__("importlib").import_module("hyperopt.fmin")
+    team_hyperopt.autolog()
+    try:
+        assert fmin_module.time is not time and hyperopt.spark.time is not time
+        assert fmin_module.time.time() > 0  # everything but sleep is the time module's
+        woke = []
+        sleepers = [threading.Thread(target=lambda m=m: (m.time.sleep(3600), woke.append(m)))
+                    for m in (fmin_module, hyperopt.spark)]
+        for sleeper in sleepers:
+            sleeper.start()
+        team_spark.PROMPT.trial_ended()  # before or after they fall asleep: neither sleeps the hour
+        for sleeper in sleepers:
+            sleeper.join(timeout=60)
+        assert len(woke) == 2
+    finally:
+        team_hyperopt.autolog(disable=True)
+    assert fmin_module.time is time and hyperopt.spark.time is time

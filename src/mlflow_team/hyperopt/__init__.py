@@ -102,6 +102,18 @@ def _patch_spark() -> None:
     state = hyperopt_spark._SparkFMinState  # its two methods are checked by the "spark" probe
     _patch_method(state, "_run_trial_async", spark.run_trial_async)
     _patch_method(state, "_finish_trial_run", spark.finish_trial_run)
+    if compat.use("spark-polling"):  # the polls wake when a trial ends (spark.PromptPolling)
+        hyperopt_fmin = importlib.import_module("hyperopt.fmin")  # the module (hyperopt.fmin is also the function)
+        _patch_attribute(hyperopt_fmin, "time", spark.PROMPT.fmin_time())
+        _patch_attribute(hyperopt_spark, "time", spark.PROMPT.dispatcher_time())
+        _patch_method(state, "wait_for_all_threads", spark.wait_for_all_threads)
+
+
+def _patch_attribute(owner, name: str, value) -> None:
+    """``owner.name`` replaced by ``value`` while autologging is on (reverted with the others)."""
+    from mlflow.utils.autologging_utils.safety import _store_patch, _wrap_patch
+
+    _store_patch(FLAVOR_NAME, _wrap_patch(owner, name, value))
 
 
 def _patch_method(owner, name: str, patch) -> None:

@@ -8,8 +8,13 @@ them once; the workers it forks inherit them. What it imports: MLflow, mlflow-te
 and its store, and the modules named in ``MLFLOW_TEAM_SPARK_IMPORTS`` (comma-separated, e.g.
 ``xgboost,sklearn``; ``local_session(imports=...)`` sets it for the executors). A module that
 fails to import is left to the worker, as without this daemon.
+
+What it imported is then frozen out of the garbage collector (``gc.freeze()``, as Python's docs
+advise before forking): otherwise every task of a worker pays for collections that walk the whole
+of MLflow's objects (a trivial task: 0.4 s against 0.16 s with PySpark's own daemon, here).
 """
 
+import gc
 import importlib
 import os
 
@@ -34,6 +39,8 @@ def preload() -> None:
         compat.probe()
     except Exception:  # noqa: BLE001
         pass
+    gc.collect()
+    gc.freeze()
 
 
 if __name__ == "__main__":

@@ -67,6 +67,8 @@ GROUPS = {
         Group("hyperopt", "client", "hyperopt autologging patches", "autologging off, with a warning"),
         Group("spark", "client", "SparkTrials: trial runs created and ended by the driver, logged into by executors",
               "a SparkTrials search logs its parent run only, with a warning"),
+        Group("spark-polling", "accelerator", "SparkTrials' poll loops wake when a trial ends",
+              "hyperopt's one-second polls"),
         Group("cli", "client", "`mlflow-team doctor` lists MLflow's plugin registries",
               "doctor skips the plugin list"),
     )
@@ -144,6 +146,10 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("hyperopt.spark:_SparkFMinState._run_trial_async", "spark", ("trial",)),
     Internal("hyperopt.spark:_SparkFMinState._finish_trial_run", "spark", ("is_success", "is_cancelled", "trial", "data")),
     Internal("mlflow.utils.autologging_utils:AUTOLOGGING_INTEGRATIONS", "spark"),
+    # spark-polling: the `time` module hyperopt's two poll loops sleep with (woken when a trial ends)
+    Internal("hyperopt.fmin:time", "spark-polling"),
+    Internal("hyperopt.spark:time", "spark-polling"),
+    Internal("hyperopt.spark:_SparkFMinState.wait_for_all_threads", "spark-polling"),
     # cli: MLflow's plugin registries, for `mlflow-team doctor`
     Internal("mlflow.tracking._tracking_service.utils:_tracking_store_registry", "cli"),
     Internal("mlflow.tracking._tracking_service.utils:_get_store", "cli"),
@@ -326,7 +332,7 @@ class Probe:
     about (a client that only logs artifacts never imports what gc or hyperopt need)."""
 
     #: What a group needs besides its own internals.
-    NEEDS = {"sessions": ("engine",), "lean": ("sessions",), "schema": ("engine",), "s3": ("artifacts",)}
+    NEEDS = {"sessions": ("engine",), "lean": ("sessions",), "schema": ("engine",), "s3": ("artifacts",), "spark-polling": ("spark",)}
 
     def __init__(self, version: tuple[int, int]) -> None:
         self.version = version
