@@ -30,6 +30,9 @@ Client side (author identity, see :mod:`mlflow_team.identity`):
     to (the global URIs, and any ``MlflowClient(tracking_uri=..., registry_uri=...)``).
 ``MLFLOW_TEAM_IDENTITY``
     ``off`` stops the client plugins from adding author tags and headers.
+``MLFLOW_TEAM_HEARTBEAT``
+    ``off`` stops the heartbeats of fluent runs to a team server (:mod:`mlflow_team.heartbeat`);
+    the server then never ends this process's runs as stale.
 
 The policy file (TOML), each table a rule, each rule off unless its table is present::
 
@@ -100,6 +103,7 @@ AUTHOR_KEY_ENV = "MLFLOW_TEAM_AUTHOR_KEY"
 AUTHOR_KEY_FILE_ENV = "MLFLOW_TEAM_AUTHOR_KEY_FILE"
 AUTHOR_HOSTS_ENV = "MLFLOW_TEAM_AUTHOR_HOSTS"
 IDENTITY_ENV = "MLFLOW_TEAM_IDENTITY"
+HEARTBEAT_ENV = "MLFLOW_TEAM_HEARTBEAT"
 DEFAULT_KEY_FILE = "~/.config/mlflow-team/author.key"
 MIN_KEY_LENGTH = 32
 
@@ -157,6 +161,10 @@ def artifact_workers() -> int:
 
 def client_identity_on() -> bool:
     return os.environ.get(IDENTITY_ENV, "").strip().lower() not in {"off", "0", "false", "no"}
+
+
+def client_heartbeat_on() -> bool:
+    return os.environ.get(HEARTBEAT_ENV, "").strip().lower() not in {"off", "0", "false", "no"}
 
 
 def author_key_file() -> Path | None:

@@ -549,3 +549,48 @@ SQLITE_DATABASE_MISSING = (
     "and never creates one. Fix the path (a relative one counts from the working directory, "
     "{cwd}), or create the database with: mlflow-team db upgrade {uri}"
 )
+
+# --- stale runs: heartbeats and the reaper (team server app) ---------------------------------
+
+#: The heartbeat endpoint's answer to a body it cannot read (400).
+HEARTBEAT_BAD_REQUEST = (
+    "A heartbeat was rejected: its body must be JSON like {{\"run_id\": \"<run id>\"}} or "
+    "{{\"run_ids\": [\"<run id>\", ...]}} with 1 to {limit} run ids; got {got}. The mlflow-team "
+    "client plugin sends these itself while a fluent run (mlflow.start_run) is active."
+)
+#: The endpoint's answer (404) and the server's log line where the backend store is no database.
+HEARTBEAT_NO_DATABASE = (
+    "This server keeps no heartbeats: its backend store ({store}) is not a database, so the team "
+    "server app can neither record heartbeats nor end stale runs. Run it on one, for example "
+    "mlflow server --app-name team --backend-store-uri team+sqlite:///mlflow.db"
+)
+#: The endpoint's answer (503) when the database failed; the client sends the next one anyway.
+HEARTBEAT_NOT_RECORDED = (
+    "The heartbeat of run(s) {run_ids} was not recorded: the database failed ({reason}). The "
+    "next heartbeat is sent as usual; the run is ended as stale only if none gets through for "
+    "{stale} s."
+)
+#: The server's log line when a sweep of the reaper fails (it tries again; the server runs on).
+REAPER_FAILED = (
+    "mlflow-team: the stale-run reaper of this worker failed ({reason}); it tries again every "
+    "{interval:g} s, and until it succeeds, runs whose client stopped sending heartbeats stay "
+    "RUNNING."
+)
+#: The server's log line for each run it ends.
+RUN_ENDED_STALE = (
+    "mlflow-team: run {run_id} had no heartbeat for {silent} s (stale-after-seconds = {stale}): "
+    "ended it FAILED with tag team.end_reason=stale."
+)
+#: A client's one warning when its heartbeats fail ({stale}: the server's stale-after, if known).
+HEARTBEAT_CLIENT_FAILED = (
+    "mlflow-team: heartbeats for run(s) {run_ids} to {server} failed ({reason}). The run goes "
+    "on, but a team server that hears none for {stale} ends it FAILED as stale. Set "
+    "MLFLOW_TEAM_HEARTBEAT=off to stop sending them."
+)
+#: A client's warning when the server reports its active run already ended (reaped, or ended
+#: by another client); once per run.
+HEARTBEAT_RUN_ENDED = (
+    "mlflow-team: {server} reports run {run_id} as {status}{reason} while this process still has "
+    "it active; heartbeats for it stop. A run whose client is silent for {stale} s is ended as "
+    "stale: check the network between this process and the server."
+)

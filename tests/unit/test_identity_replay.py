@@ -20,7 +20,7 @@ from mlflow.store.db.utils import _get_alembic_config, _get_latest_schema_revisi
 from mlflow_team import errors
 from mlflow_team.cli import cli
 from mlflow_team.identity import replay
-from mlflow_team.store.eject import eject
+from mlflow_team.store.eject import TEAM_TABLES, eject
 from mlflow_team.store.tracking import TeamSqlAlchemyStore
 from tests.conftest import unique
 
@@ -111,9 +111,9 @@ def test_eject_lists_the_table_in_a_dry_run_and_drops_it_when_applied(tmp_path):
     url = f"sqlite:///{tmp_path}/ejected.db"
     TeamSqlAlchemyStore(f"team+{url}")
     dry = eject(f"team+{url}")
-    assert dry.team_tables == [replay.TABLE] and has_table(url)
+    assert dry.team_tables == list(TEAM_TABLES) and has_table(url)
     applied = eject(f"team+{url}", apply=True)
-    assert applied.team_tables == [replay.TABLE] and not has_table(url)
+    assert applied.team_tables == list(TEAM_TABLES) and not has_table(url)
     assert eject(url, apply=True).team_tables == []  # a second run finds nothing
 
 
@@ -121,10 +121,10 @@ def test_the_eject_command_says_it_drops_the_table(tmp_path):
     url = f"sqlite:///{tmp_path}/cli.db"
     TeamSqlAlchemyStore(f"team+{url}")
     dry = CliRunner().invoke(cli, ["eject", "--tracking-uri", f"team+{url}"])
-    assert f"mlflow-team's own table(s) to drop: {replay.TABLE}" in dry.output
+    assert f"mlflow-team's own table(s) to drop: {', '.join(TEAM_TABLES)}" in dry.output
     applied = CliRunner().invoke(cli, ["eject", "--tracking-uri", f"team+{url}", "--apply"])
     assert applied.exit_code == 0, applied.output
-    assert f"mlflow-team's own table(s) dropped: {replay.TABLE}" in applied.output
+    assert f"mlflow-team's own table(s) dropped: {', '.join(TEAM_TABLES)}" in applied.output
 
 
 def test_replay_record_failure_message_names_the_cause_not_the_signature():

@@ -19,6 +19,7 @@ def test_every_entry_point_is_registered_by_mlflow():
         for scheme in TEAM_SCHEMES
     } | {
         ("mlflow.run_context_provider", "team-author"),
+        ("mlflow.run_context_provider", "team-heartbeat"),
         ("mlflow.request_header_provider", "team-author"),
         ("mlflow.request_auth_provider", "team"),
         ("mlflow.artifact_repository", "team+file"),
@@ -31,7 +32,7 @@ def test_every_entry_point_is_registered_by_mlflow():
 def test_entry_point_module_imports_nothing_from_mlflow():
     code = (
         "import sys, mlflow_team.entrypoints, mlflow_team.identity.client, mlflow_team,"
-        " mlflow_team.artifacts;"
+        " mlflow_team.artifacts, mlflow_team.heartbeat;"
         "print(sorted(m for m in sys.modules if m == 'mlflow' or m.startswith('mlflow.')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -11,8 +11,10 @@ needs an internal is named here, grouped by what it buys:
   store methods; if MLflow stopped calling the ones the store overrides, the override would
   silently never run. A failed guard probe refuses to start a store whose policy protects
   deletions, with a message that says what to do.
-* **client** (``hyperopt``, ``cli``): autologging and doctor internals, probed where they are used;
-  a failure degrades that feature with a warning.
+* **client** (``hyperopt``, ``cli``, ``heartbeat``): autologging, doctor and heartbeat internals,
+  probed where they are used; a failure degrades that feature with a warning.
+* **server** (``reaper``): what a hook of the team server app (``--app-name team``) needs, probed
+  when the app starts; a failure leaves that hook out, with a warning.
 
 ``MLFLOW_TEAM_COMPAT_DISABLE`` (comma-separated group names, or ``all``) switches groups off as if
 their probe had failed: the way to rule an accelerator out, and how the tests force the
@@ -41,7 +43,7 @@ DISABLE_ENV = "MLFLOW_TEAM_COMPAT_DISABLE"
 @dataclass(frozen=True)
 class Group:
     name: str
-    kind: str  # "accelerator" | "guard" | "client"
+    kind: str  # "accelerator" | "guard" | "client" | "server"
     buys: str  # what the group gives when its probe passes
     fallback: str  # what happens when it fails
 
@@ -71,6 +73,11 @@ GROUPS = {
               "hyperopt's one-second polls"),
         Group("cli", "client", "`mlflow-team doctor` lists MLflow's plugin registries",
               "doctor skips the plugin list"),
+        Group("heartbeat", "client", "heartbeats for this process's fluent runs to the team server",
+              "no heartbeats: the team server never ends this process's runs as stale"),
+        Group("reaper", "server",
+              "the team server ends runs whose client stopped sending heartbeats (FAILED, team.end_reason=stale)",
+              "no heartbeat endpoint and no reaper: a killed client's run stays RUNNING"),
     )
 }
 
@@ -158,6 +165,11 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("mlflow.tracking.context.registry:_run_context_provider_registry", "cli"),
     Internal("mlflow.tracking.request_auth.registry:_request_auth_provider_registry", "cli"),
     Internal("mlflow.tracking.request_header.registry:_request_header_provider_registry", "cli"),
+    # heartbeat: the fluent runs active in any thread of this process (what mlflow.active_run()
+    # answers in each); the client's heartbeats follow them
+    Internal("mlflow.tracking.fluent:_active_run_stack.get_all_thread_values", "heartbeat"),
+    # reaper: the tracking store the server's handlers use (the reaper ends runs through it)
+    Internal("mlflow.server.handlers:_get_tracking_store", "reaper"),
     # features: public constructors whose keywords grew over the minors (detected, not required)
     Internal(f"{_STORE}:SqlAlchemyStore.__init__", "features", optional=True),
     Internal(f"{_REGISTRY}:SqlAlchemyStore.__init__", "features", optional=True),
@@ -424,8 +436,10 @@ def use(group: str) -> bool:
         _LOGGED.add(group)
         info = GROUPS[group]
         _logger.warning(
-            "mlflow-team: %s off on MLflow %d.%d (%s); using %s instead: slower, same results.",
-            info.buys, *result.version, "; ".join(result.reasons(group)), info.fallback,
+            "mlflow-team: %s off on MLflow %d.%d (%s); %s instead%s",
+            info.buys, *result.version, "; ".join(result.reasons(group)),
+            f"using {info.fallback}" if info.kind == "accelerator" else info.fallback,
+            ": slower, same results." if info.kind == "accelerator" else ".",
         )
     return False
 

@@ -37,6 +37,9 @@ from mlflow_team.store import compat, uri
 _logger = logging.getLogger(__name__)
 
 _IMMEDIATE = "mlflow_team_immediate"
+#: ``connection.execution_options(**{IMMEDIATE_OPTION: True})``: on the team's SQLite engine, the
+#: connection's transactions begin with ``BEGIN IMMEDIATE`` (mlflow-team's own tables use it).
+IMMEDIATE_OPTION = _IMMEDIATE
 _DB = "mlflow.store.db.utils"
 _engines: dict[str, sqlalchemy.engine.Engine] = {}
 _engines_lock = threading.Lock()
@@ -253,8 +256,10 @@ def _create_team_tables(engine: sqlalchemy.engine.Engine) -> None:
     """mlflow-team's own tables, beside MLflow's (never before them: MLflow creates its schema
     only in a database with no table). MLflow's migrations leave them alone; eject drops them."""
     from mlflow_team.identity import replay
+    from mlflow_team.server import heartbeats
 
     retrying_call(replay.create_table, engine)
+    retrying_call(heartbeats.create_tables, engine)
 
 
 def schema_error(team_uri: str, found: str | None, expected: str) -> Exception:

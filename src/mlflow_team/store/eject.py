@@ -23,6 +23,7 @@ from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
 from mlflow_team import errors
 from mlflow_team.identity import replay
+from mlflow_team.server import heartbeats
 from mlflow_team.redact import mask_secrets, mask_url
 
 PREFIX = "team+"
@@ -30,8 +31,9 @@ PREFIX = "team+"
 ARTIFACT_PREFIXES = ("team+file:", "team+s3:")
 #: Database backends eject knows how to rewrite (the ones the test suite runs).
 SUPPORTED_BACKENDS = ("sqlite", "postgresql", "mysql")
-#: Tables of mlflow-team's own beside MLflow's: the signatures first used (identity/replay.py).
-TEAM_TABLES = (replay.TABLE,)
+#: Tables of mlflow-team's own beside MLflow's: the signatures first used (identity/replay.py),
+#: the runs' heartbeats and the reaper's lease (server/heartbeats.py).
+TEAM_TABLES = (replay.TABLE, *heartbeats.TABLES)
 
 
 @dataclass(frozen=True)
