@@ -60,6 +60,10 @@ def plugin_status() -> list[tuple[str, str, bool, str]]:
     ):
         if not entry_point.group.startswith("mlflow."):
             continue
+        if entry_point.group == "mlflow.app":  # no registry: `mlflow server --app-name` reads the entry points
+            entry_point.load()
+            rows.append((entry_point.group, entry_point.name, True, f"mlflow server --app-name {entry_point.name}"))
+            continue
         registry = registries.get(entry_point.group)
         if registry is None:
             rows.append((entry_point.group, entry_point.name, False, "no MLflow registry known"))

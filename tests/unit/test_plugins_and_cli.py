@@ -25,6 +25,7 @@ def test_every_entry_point_is_registered_by_mlflow():
         ("mlflow.artifact_repository", "team+file"),
         ("mlflow.artifact_repository", "team+s3"),
         ("mlflow.artifact_repository", "mlflow-artifacts"),  # MLflow's proxy client, marking folder uploads
+        ("mlflow.app", "team"),  # mlflow server --app-name team
     }
     assert [row for row in rows if not row[2]] == []
 
