@@ -536,6 +536,11 @@ REQUEST_FIELD_NOT_INT64 = (
     "number from -9223372036854775808 to 9223372036854775807 (milliseconds since the epoch for "
     "a timestamp)."
 )
+ARTIFACT_DESTINATION_UNREACHABLE = (
+    "mlflow-team: the artifact destination {destination} does not answer ({problem}); uploads "
+    "and downloads through this server will fail. Create the bucket or folder, or fix "
+    "--artifacts-destination and the server's credentials, then restart the server."
+)
 SERVER_ERROR_HIDDEN = (
     "The server could not complete this request ({code}); the details name the server's database "
     "or files, so they are in the server's log, under reference {reference}, and not here. Give "

@@ -128,3 +128,16 @@ def test_executors_out_of_reach_message_says_what_is_kept_what_is_not_and_the_fi
         "executor. Give the executors a tracking URI they can reach (an `mlflow server` URL, a database host "
         "rather than a local file) to capture everything."
     )
+
+
+def test_team_app_error_bodies_lose_database_text_and_server_paths(tmp_path):
+    """The team server app's scrub of an error body's message (mlflow_team.server.requests)."""
+    from mlflow_team.server.requests import _scrubbed
+
+    (tmp_path / "mlflow.db").write_text("")
+    hidden = _scrubbed("(sqlite3.IntegrityError) UNIQUE constraint failed: runs.run_uuid", "BAD_REQUEST")
+    reference = hidden.split("under reference ")[1].split(",")[0]
+    assert hidden == errors.SERVER_ERROR_HIDDEN.format(code="BAD_REQUEST", reference=reference)
+    assert _scrubbed(f"Could not open '{tmp_path}/mlflow.db' for reading", "X") == "Could not open '<server path>' for reading"
+    # a path this machine does not have (an S3 key, a URL's path) is the client's own text
+    assert _scrubbed("No such artifact: '/models/taxi/1/model.pkl'", "X") == "No such artifact: '/models/taxi/1/model.pkl'"

@@ -7,18 +7,17 @@ wrapped in MLflow's FastAPI app, as ``mlflow server`` without ``--app-name`` doe
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 from mlflow_team import config
 
-_logger = logging.getLogger(__name__)
 
 #: The hooks, in the order Flask runs their before-request functions.
 _INSTALLERS: tuple[str, ...] = (
     "mlflow_team.server.requests:install",
     "mlflow_team.server.reaper:install",
+    "mlflow_team.server.health:install",
 )
 
 
@@ -30,8 +29,6 @@ def create_app(app: Any = None) -> Any:
 
     app = flask_app if app is None else app
     team_policy = config.load_policy()
-    _logger.info("mlflow-team server app: policy from %s; rules on: %s", team_policy.source,
-                 ", ".join(team_policy.enabled_rules()) or "none")
     for spec in _INSTALLERS:
         module, name = spec.split(":")
         getattr(importlib.import_module(module), name)(app, team_policy)

@@ -416,6 +416,10 @@ class ManagedSessions:
         """A database error's text without the URL's password (a driver may quote either)."""
         return redact.mask_secrets(str(exc), self.engine.url.render_as_string(hide_password=False))
 
+    def _masked_driver(self, exc: BaseException) -> str:
+        """A driver's error as a session reports it: ``(sqlite3.IntegrityError) text``."""
+        return f"({type(exc).__module__}.{type(exc).__name__}) {self._masked(exc)}"
+
     @contextmanager
     def driver(self) -> Iterator["Statements"]:
         """Plain driver statements inside this thread's write transaction (opened here if there
@@ -438,9 +442,9 @@ class ManagedSessions:
             except MlflowException:
                 raise
             except sqlite3.OperationalError as exc:
-                raise MlflowException(message=self._masked(exc), error_code=TEMPORARILY_UNAVAILABLE) from exc
+                raise MlflowException(message=self._masked_driver(exc), error_code=TEMPORARILY_UNAVAILABLE) from exc
             except sqlite3.Error as exc:
-                raise MlflowException(message=self._masked(exc), error_code=BAD_REQUEST) from exc
+                raise MlflowException(message=self._masked_driver(exc), error_code=BAD_REQUEST) from exc
             except Exception as exc:
                 raise MlflowException(message=self._masked(exc), error_code=INTERNAL_ERROR) from exc
             finally:
