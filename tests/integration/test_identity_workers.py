@@ -176,7 +176,8 @@ def test_a_signed_request_replayed_one_by_one_is_refused_by_every_worker(strict_
 FAIL_INSERTS = {
     "sqlite": ["CREATE TRIGGER team_test_fail BEFORE INSERT ON runs BEGIN SELECT RAISE(ABORT, 'disk trouble'); END"],
     "postgresql": [
-        "CREATE OR REPLACE FUNCTION team_test_fail() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk trouble'; END $$ LANGUAGE plpgsql",
+        "CREATE OR REPLACE FUNCTION team_test_fail() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk trouble'; END $$"
+        " LANGUAGE plpgsql",
         "CREATE TRIGGER team_test_fail BEFORE INSERT ON runs FOR EACH ROW EXECUTE FUNCTION team_test_fail()",
     ],
 }

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 
 from mlflow_team import errors
-from tests.conftest import stock_env, unique
+from tests.conftest import stock_env
 from tests.helpers.server import DEFAULT_WORKERS, free_port, mlflow_server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

@@ -344,7 +344,10 @@ class Probe:
     about (a client that only logs artifacts never imports what gc or hyperopt need)."""
 
     #: What a group needs besides its own internals.
-    NEEDS = {"sessions": ("engine",), "lean": ("sessions",), "schema": ("engine",), "s3": ("artifacts",), "spark-polling": ("spark",)}
+    NEEDS = {
+        "sessions": ("engine",), "lean": ("sessions",), "schema": ("engine",), "s3": ("artifacts",),
+        "spark-polling": ("spark",),
+    }
 
     def __init__(self, version: tuple[int, int]) -> None:
         self.version = version
