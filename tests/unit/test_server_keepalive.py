@@ -3,8 +3,9 @@
 uvicorn before 0.55 hands each worker of ``--workers N`` a listening socket made with
 ``socket.socket(AF_INET)``: ``proto`` 0, so asyncio never sets TCP_NODELAY on the connections it
 accepts, and a response's body waits for the client's delayed ACK on every reused keep-alive
-connection. These tests serve on exactly such a socket with the installed uvicorn, in this
-process, and read the option on the server's end of the client's connection.
+connection; a listener handed over by descriptor (``--fd``) loses it in every uvicorn. These
+tests serve on such sockets with the installed uvicorn, in this process, and read the option on
+the server's end of the client's connection.
 """
 
 from __future__ import annotations
@@ -33,16 +34,26 @@ async def hello(scope, receive, send):
 
 
 @contextmanager
-def uvicorn_on_old_listener(app, http: str = "h11") -> Iterator[int]:
-    """uvicorn serving ``app`` on a listener made as uvicorn < 0.55 makes a worker's (proto 0)."""
+def uvicorn_serving(app, how: str = "worker", http: str = "h11") -> Iterator[int]:
+    """uvicorn serving ``app`` on a listener that loses TCP_NODELAY: ``worker``, made as uvicorn
+    < 0.55 makes a worker's (proto 0); ``fd``, handed to uvicorn by descriptor (``--fd``), which
+    uvicorn rebuilds as AF_UNIX, proto 0, in every version."""
     import uvicorn
 
-    listener = socket.socket(socket.AF_INET)
+    if how == "worker":
+        listener = socket.socket(socket.AF_INET)
+        assert listener.proto == 0
+    else:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
-    assert listener.proto == 0
-    server = uvicorn.Server(uvicorn.Config(app, http=http, lifespan="off", log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    options = dict(http=http, lifespan="off", log_level="warning", access_log=False)
+    if how == "worker":
+        server, run = uvicorn.Server(uvicorn.Config(app, **options)), {"sockets": [listener]}
+    else:
+        listener.listen()
+        server, run = uvicorn.Server(uvicorn.Config(app, fd=listener.fileno(), **options)), {}
+    thread = threading.Thread(target=server.run, kwargs=run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
@@ -69,17 +80,18 @@ def keep_alive_requests(port: int, n: int = 3) -> bool:
         connection.close()
 
 
-def test_uvicorn_on_a_worker_listener_leaves_nagle_on_without_the_fix():
+@pytest.mark.parametrize("how", ["worker", "fd"])
+def test_uvicorn_leaves_nagle_on_without_the_fix(how):
     """The condition the fix is for, reproduced: without it the server's end has no TCP_NODELAY."""
-    with uvicorn_on_old_listener(hello) as port:
+    with uvicorn_serving(hello, how) as port:
         assert keep_alive_requests(port) is False
 
 
-@pytest.mark.parametrize("http", ["h11", "httptools"])
-def test_team_app_wrapper_sets_tcp_nodelay_on_the_connection_the_client_reuses(http):
+@pytest.mark.parametrize("how, http", [("worker", "h11"), ("worker", "httptools"), ("fd", "h11")])
+def test_team_app_wrapper_sets_tcp_nodelay_on_the_connection_the_client_reuses(how, http):
     if http == "httptools":
         pytest.importorskip("httptools", reason="uvicorn's httptools protocol needs httptools")
-    with uvicorn_on_old_listener(keepalive.no_delay(hello), http=http) as port:
+    with uvicorn_serving(keepalive.no_delay(hello), how, http) as port:
         assert keep_alive_requests(port) is True
 
 
