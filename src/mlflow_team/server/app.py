@@ -2,7 +2,8 @@
 
 ``--app-name`` takes one app, so the team app runs MLflow's ``basic-auth`` itself where the
 policy says ``[server] auth = "basic"``. Under uvicorn (MLflow's default server) the Flask app is
-wrapped in MLflow's FastAPI app, as ``mlflow server`` without ``--app-name`` does.
+wrapped in MLflow's FastAPI app, as ``mlflow server`` without ``--app-name`` does, and every
+connection gets ``TCP_NODELAY`` (:mod:`mlflow_team.server.keepalive`: no 40 ms keep-alive stall).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from typing import Any
 
 from mlflow_team import config
+from mlflow_team.server.keepalive import no_delay
 
 
 #: The hooks, in the order Flask runs their before-request functions.
@@ -35,9 +37,9 @@ def create_app(app: Any = None) -> Any:
     if team_policy.server.auth == "basic":
         from mlflow.server.auth import create_app as basic_auth
 
-        return basic_auth(app)  # wraps in FastAPI itself under uvicorn
+        return no_delay(basic_auth(app))  # wraps in FastAPI itself under uvicorn
     if os.environ.get("_MLFLOW_SGI_NAME") == "uvicorn":
         from mlflow.server.fastapi_app import create_fastapi_app
 
-        return create_fastapi_app(app)
+        return no_delay(create_fastapi_app(app))
     return app
