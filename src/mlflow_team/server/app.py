@@ -17,6 +17,7 @@ _logger = logging.getLogger(__name__)
 
 #: The hooks, in the order Flask runs their before-request functions.
 _INSTALLERS: tuple[str, ...] = (
+    "mlflow_team.server.guards:install",
 )
 
 
