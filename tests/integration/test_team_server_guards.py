@@ -259,15 +259,22 @@ def test_ordinary_rlike_filters_give_the_same_traces_as_stock(search_server, mon
     (CATASTROPHIC, "it repeats a group that itself contains a repetition ('(a+)+')"),
     (r"^(\w+\s?)*$", "it repeats a group that itself contains a repetition ('(\\\\w+\\\\s?)*')"),
     (r"(a*)b\1", "it uses a backreference ('\\\\1')"),
-])
+], ids=["nested", "nested-optional", "backreference"])
 def test_a_catastrophic_pattern_is_refused_before_the_search_runs(search_server, monkeypatch, pattern, rule):
     url, _ = search_server
     experiment_id = MlflowClient().create_experiment(unique("rlike"))
     _traces(experiment_id, [{"payload": "a" * 30 + "!"}], monkeypatch)
-    for endpoint in ("api", "ajax-api"):
-        response = requests.post(f"{url}/{endpoint}/3.0/mlflow/traces/search", timeout=120, json={
+    filter_string = f"tags.payload RLIKE '{pattern}'"
+    responses = [
+        requests.post(f"{url}/{endpoint}/3.0/mlflow/traces/search", timeout=120, json={
             "locations": [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment_id}}],
-            "filter": f"tags.payload RLIKE '{pattern}'"})
+            "filter": filter_string})
+        for endpoint in ("api", "ajax-api")
+    ]
+    # MLflow 2's trace search, with the filter in the query string.
+    responses.append(requests.get(f"{url}/api/2.0/mlflow/traces", timeout=120,
+                                  params={"experiment_ids": experiment_id, "filter": filter_string}))
+    for response in responses:
         assert response.status_code == 400, response.text
         body = response.json()
         assert body["error_code"] == "INVALID_PARAMETER_VALUE"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy
+from mlflow.exceptions import MlflowException
 
 from mlflow_team.server import regex_budget
 from mlflow_team.server.guards import deletion_allowed
@@ -132,3 +133,22 @@ def test_postgresql_cancels_a_regex_statement_past_the_budget_and_resets_the_tim
     finally:
         regex_budget.CURRENT.reset(token)
         engine.dispose()
+
+
+def test_the_app_refuses_to_start_where_mlflow_would_answer_deletes_outside_flask(monkeypatch):
+    """A future MLflow that moved the proxy's DELETE to its FastAPI router would bypass the hook."""
+    from mlflow.server.artifact_router import artifact_router
+
+    from mlflow_team.config import parse_policy
+    from mlflow_team.server import guards
+
+    monkeypatch.setenv("_MLFLOW_SGI_NAME", "uvicorn")
+    before = list(artifact_router.routes)
+    artifact_router.add_api_route("/api/2.0/mlflow-artifacts/artifacts/{artifact_path:path}",
+                                  lambda artifact_path: None, methods=["DELETE"])
+    try:
+        with pytest.raises(MlflowException, match=r"The mlflow-team server app was not started: .* answers DELETE "
+                                                  r"/api/2.0/mlflow-artifacts/artifacts/\{artifact_path:path\} outside"):
+            guards.install(None, parse_policy({}, source="tests"))
+    finally:
+        artifact_router.routes[:] = before

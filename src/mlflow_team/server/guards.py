@@ -160,7 +160,10 @@ def _request_patterns(request: Any) -> list[str]:
     if "/mlflow-artifacts/" in request.path:
         return []
     body = None
-    if request.content_length is not None and 0 < request.content_length <= _MAX_SCANNED_BODY:
+    # What MLflow reads as JSON itself (POST and PUT only as application/json; other methods
+    # whatever their type), and never a stream a handler still has to read.
+    as_json = request.mimetype == "application/json" or request.method not in ("POST", "PUT")
+    if as_json and request.content_length is not None and 0 < request.content_length <= _MAX_SCANNED_BODY:
         body = regex_budget.parse_body(request.get_json(force=True, silent=True, cache=True))
     return regex_budget.request_patterns(request.path, request.args, body)
 
