@@ -165,7 +165,7 @@ def _request_patterns(request: Any) -> list[str]:
     as_json = request.mimetype == "application/json" or request.method not in ("POST", "PUT")
     if as_json and request.content_length is not None and 0 < request.content_length <= _MAX_SCANNED_BODY:
         body = regex_budget.parse_body(request.get_json(force=True, silent=True, cache=True))
-    return regex_budget.request_patterns(request.path, request.args, body)
+    return regex_budget.request_patterns(request.args, body)
 
 
 def _error_response(exc: Any) -> Any:

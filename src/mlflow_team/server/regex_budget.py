@@ -142,12 +142,12 @@ def _quantifier(pattern: str, i: int) -> tuple[int, int | None, int] | None:
         end = m.end()
     else:
         return None
-    if pattern[end:end + 1] in ("?", "+") and pattern[end:end + 1]:
+    if pattern[end:end + 1] in ("?", "+") and end < len(pattern):  # lazy or possessive
         end += 1
     return low, high, end
 
 
-def request_patterns(path: str, args: Any, body: Any) -> list[str]:
+def request_patterns(args: Any, body: Any) -> list[str]:
     """Every ``RLIKE`` pattern in a request's filters: query arguments and JSON fields whose
     name contains ``filter`` (``filter``, ``filter_string``, ``filter_string1``, ``filters``)."""
     found: list[str] = []
