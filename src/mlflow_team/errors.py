@@ -599,3 +599,61 @@ HEARTBEAT_RUN_ENDED = (
     "it active; heartbeats for it stop. A run whose client is silent for {stale} s is ended as "
     "stale: check the network between this process and the server."
 )
+
+# --- the team server app: guards (artifact deletions, search regular expressions) ------------
+
+#: DELETE on the artifact proxy (``--artifacts-destination``), whatever the destination's scheme.
+PROXY_DELETE_REFUSED = (
+    "Deleting the artifacts at {path} through the artifact proxy was refused: a deletion may "
+    "cover one run's, logged model's or trace's artifacts and nothing wider ('<experiment>/<run "
+    "id>/artifacts/...', '<experiment>/models/<model id>/artifacts/...' or "
+    "'<experiment>/traces/<trace id>/artifacts/...'), so the artifact root, an experiment's "
+    "folder and paths with '..' (also percent-encoded) are never deleted. Nothing was deleted. "
+    "To remove a run's artifacts, delete the run and collect it: mlflow.delete_run(run_id), then "
+    "mlflow gc --backend-store-uri URL --run-ids RUN_ID. [rule: artifact-deletions]"
+)
+#: The server cannot see every artifact deletion (MLflow serves one outside its Flask app).
+PROXY_DELETE_GUARD_UNAVAILABLE = (
+    "The mlflow-team server app was not started: on MLflow {version} the artifact proxy answers "
+    "DELETE {route} outside the Flask app where mlflow-team checks deletions, so an experiment's "
+    "or the whole root's artifacts could be deleted in one request. Install an MLflow release "
+    "mlflow-team supports ({tested}), or run without the proxy (--no-serve-artifacts). "
+    "[rule: artifact-deletions]"
+)
+#: An RLIKE pattern refused before the search runs; {reason} is one of REGEX_REASON_*.
+SEARCH_REGEX_REFUSED = (
+    "The regular expression {pattern} in the search filter was refused: {reason}, or use LIKE, "
+    "for example tags.model LIKE 'xgb-%'. [rule: search-regex]"
+)
+REGEX_REASON_NESTED = (
+    "it repeats a group that itself contains a repetition ({found}), which can backtrack for "
+    "seconds or hours on one short value and stall the server for everyone. Repeat a character "
+    "class instead, for example '^xgb-[0-9.]+$' rather than '^xgb-([0-9]+\\.)+$'"
+)
+REGEX_REASON_BACKREFERENCE = (
+    "it uses a backreference ({found}), which can take exponential time on one short value and "
+    "stall the server for everyone. Spell the repeated text out, for example 'xgb-xgb' rather "
+    "than '(xgb)-\\1'"
+)
+#: A search whose regular expressions ran past ``[server] regex-budget-ms``.
+SEARCH_REGEX_CUT_OFF = (
+    "The search was stopped: matching its regular expression {pattern} took longer than this "
+    "server's budget of {budget_ms} ms ([server] regex-budget-ms in the policy file), so no "
+    "result was returned. Anchor the pattern and avoid alternatives that overlap, for example "
+    "'^xgb' rather than '(x|xg)*b', use LIKE, for example tags.model LIKE 'xgb%', or narrow the "
+    "search with other filters. [rule: search-regex]"
+)
+
+
+class SearchRegexRefused(PolicyViolation):
+    """A search filter's regular expression refused, or cut off, by the team server app."""
+
+    def __init__(self, message: str):
+        super().__init__(message, rule="search-regex")
+
+
+class ProxyDeletionRefused(PolicyViolation):
+    """A DELETE on the artifact proxy wider than one run's, logged model's or trace's artifacts."""
+
+    def __init__(self, message: str):
+        super().__init__(message, rule="artifact-deletions", error_code=PERMISSION_DENIED)

@@ -141,3 +141,57 @@ def test_team_app_error_bodies_lose_database_text_and_server_paths(tmp_path):
     assert _scrubbed(f"Could not open '{tmp_path}/mlflow.db' for reading", "X") == "Could not open '<server path>' for reading"
     # a path this machine does not have (an S3 key, a URL's path) is the client's own text
     assert _scrubbed("No such artifact: '/models/taxi/1/model.pkl'", "X") == "No such artifact: '/models/taxi/1/model.pkl'"
+
+# --- the team server app's guards -------------------------------------------------------------
+
+
+def test_proxy_deletion_refusal_names_the_path_the_rule_and_how_to_delete_a_run():
+    assert errors.PROXY_DELETE_REFUSED.format(path=errors.preview("%2E")) == (
+        "Deleting the artifacts at '%2E' through the artifact proxy was refused: a deletion may cover one run's, "
+        "logged model's or trace's artifacts and nothing wider ('<experiment>/<run id>/artifacts/...', "
+        "'<experiment>/models/<model id>/artifacts/...' or '<experiment>/traces/<trace id>/artifacts/...'), so the "
+        "artifact root, an experiment's folder and paths with '..' (also percent-encoded) are never deleted. "
+        "Nothing was deleted. To remove a run's artifacts, delete the run and collect it: mlflow.delete_run(run_id), "
+        "then mlflow gc --backend-store-uri URL --run-ids RUN_ID. [rule: artifact-deletions]"
+    )
+
+
+def test_proxy_deletion_guard_unavailable_names_the_route_and_the_supported_releases():
+    assert errors.PROXY_DELETE_GUARD_UNAVAILABLE.format(
+        version="3.18", route="/api/2.0/mlflow-artifacts/artifacts/{artifact_path:path}", tested="3.12 to 3.17",
+    ) == (
+        "The mlflow-team server app was not started: on MLflow 3.18 the artifact proxy answers DELETE "
+        "/api/2.0/mlflow-artifacts/artifacts/{artifact_path:path} outside the Flask app where mlflow-team checks "
+        "deletions, so an experiment's or the whole root's artifacts could be deleted in one request. Install an "
+        "MLflow release mlflow-team supports (3.12 to 3.17), or run without the proxy (--no-serve-artifacts). "
+        "[rule: artifact-deletions]"
+    )
+
+
+def test_nested_repetition_refusal_names_the_pattern_the_group_and_a_rewrite():
+    reason = errors.REGEX_REASON_NESTED.format(found=errors.preview("(a+)+"))
+    assert errors.SEARCH_REGEX_REFUSED.format(pattern=errors.preview("(a+)+$"), reason=reason) == (
+        "The regular expression '(a+)+$' in the search filter was refused: it repeats a group that itself contains "
+        "a repetition ('(a+)+'), which can backtrack for seconds or hours on one short value and stall the server "
+        "for everyone. Repeat a character class instead, for example '^xgb-[0-9.]+$' rather than "
+        "'^xgb-([0-9]+\\.)+$', or use LIKE, for example tags.model LIKE 'xgb-%'. [rule: search-regex]"
+    )
+
+
+def test_backreference_refusal_names_the_backreference_and_a_rewrite():
+    reason = errors.REGEX_REASON_BACKREFERENCE.format(found=errors.preview("\\1"))
+    assert errors.SEARCH_REGEX_REFUSED.format(pattern=errors.preview("(xgb)-\\1"), reason=reason) == (
+        "The regular expression '(xgb)-\\\\1' in the search filter was refused: it uses a backreference ('\\\\1'), "
+        "which can take exponential time on one short value and stall the server for everyone. Spell the repeated "
+        "text out, for example 'xgb-xgb' rather than '(xgb)-\\1', or use LIKE, for example tags.model LIKE 'xgb-%'. "
+        "[rule: search-regex]"
+    )
+
+
+def test_regex_cut_off_names_the_pattern_the_budget_and_its_setting():
+    assert errors.SEARCH_REGEX_CUT_OFF.format(pattern=errors.preview("(x|xg)*b"), budget_ms=100) == (
+        "The search was stopped: matching its regular expression '(x|xg)*b' took longer than this server's budget "
+        "of 100 ms ([server] regex-budget-ms in the policy file), so no result was returned. Anchor the pattern and "
+        "avoid alternatives that overlap, for example '^xgb' rather than '(x|xg)*b', use LIKE, for example "
+        "tags.model LIKE 'xgb%', or narrow the search with other filters. [rule: search-regex]"
+    )

@@ -20,6 +20,7 @@ _INSTALLERS: tuple[str, ...] = (
     "mlflow_team.server.requests:install",
     "mlflow_team.server.reaper:install",
     "mlflow_team.server.health:install",
+    "mlflow_team.server.guards:install",
 )
 
 
