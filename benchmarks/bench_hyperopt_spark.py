@@ -11,7 +11,9 @@ folder. Four ways, interleaved (the order rotates each repetition), medians:
 
 - serial: ``Trials()``, autologging on;
 
-(SparkTrials searches run with ``max_queue_len=2``, as many suggestions queued as trials run at once.)
+(SparkTrials searches run with ``max_queue_len=2``, as many suggestions queued as trials run at once,
+and their objective reads the trips from a Spark broadcast, as the demo's does with ``--spark``:
+each executor's Python loads them once instead of unpickling them with every trial's task.)
 - spark: ``SparkTrials(parallelism=2)`` on ``local[2]`` (``mlflow_team.hyperopt.spark.local_session``),
   autologging on (which also wakes hyperopt's one-second polls when a trial ends:
   ``mlflow_team.hyperopt.spark.PromptPolling``);
@@ -50,14 +52,18 @@ ROWS = 73_908
 class Objective:
     """The demo's objective (picklable: Spark ships it to the executors with its data)."""
 
-    def __init__(self, train_frame, valid_frame, hand_written: str | None = None) -> None:
-        self.train_frame, self.valid_frame = train_frame, valid_frame
+    def __init__(self, frames, hand_written: str | None = None) -> None:
+        # (train, valid), or under SparkTrials a broadcast of them: each executor's Python reads
+        # the data once, not with every trial's task (Spark's way to share a data set; the
+        # frames pickled into every task cost seconds per trial)
+        self.frames = frames
         self.hand_written = hand_written  # "tracking URI|experiment id" where the objective logs itself
 
     def train(self, params) -> float:
         from mlflow_team.demo.workflow import _fit, _pipeline, xgb_regressor
 
-        rmse, _ = _fit(_pipeline(xgb_regressor(params, SPACE_SEED, n_jobs=1)), self.train_frame, self.valid_frame)
+        train_frame, valid_frame = self.frames.value if hasattr(self.frames, "value") else self.frames
+        rmse, _ = _fit(_pipeline(xgb_regressor(params, SPACE_SEED, n_jobs=1)), train_frame, valid_frame)
         return rmse
 
     def __call__(self, params):
@@ -104,12 +110,14 @@ def main() -> None:
     valid_frame = data.read_dataframe(data.generate(folder / "valid.parquet", month=2, rows=args.rows // 2, seed=1))
     uri = f"team+sqlite:///{folder}/mlflow.db"
     mlflow.set_tracking_uri(uri)
-    local_session(2, imports=("pandas", "sklearn", "xgboost", "mlflow_team.demo.workflow"))
+    session = local_session(2, imports=("pandas", "sklearn", "xgboost", "mlflow_team.demo.workflow"))
+    shared = session.sparkContext.broadcast((train_frame, valid_frame))
 
     def search(way: str, repetition: int) -> float:
         experiment_id = mlflow.set_experiment(f"{way}-{repetition}").experiment_id
         hand = way == "spark, hand-written"
-        objective = Objective(train_frame, valid_frame, f"{uri}|{experiment_id}" if hand else None)
+        frames = (train_frame, valid_frame) if way == "serial" else shared
+        objective = Objective(frames, f"{uri}|{experiment_id}" if hand else None)
         if way in ("serial", "spark", "spark, hyperopt's polls"):
             team_hyperopt.autolog(log_plots=False)
             if way == "spark, hyperopt's polls":
@@ -163,7 +171,7 @@ _FRAMES: tuple = ()
 
 
 def _train_one(params) -> float:
-    return Objective(*_FRAMES).train(params)
+    return Objective(_FRAMES).train(params)
 
 
 def _set_frames(train_frame, valid_frame) -> None:

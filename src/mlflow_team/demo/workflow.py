@@ -242,9 +242,11 @@ def _run(settings: Settings, echo) -> Outcome:
     mlflow_team.hyperopt.autolog(extra_tags=data_tags)
     space = search_space()
 
+    frames = (train_frame, valid_frame)  # under SparkTrials, a broadcast of them (below)
+
     def objective(params):
         pipeline = _pipeline(xgb_regressor(params, settings.seed, n_jobs=1 if settings.spark > 1 else 2))
-        rmse, seconds = _fit(pipeline, train_frame, valid_frame)
+        rmse, seconds = _fit(pipeline, *(frames.value if hasattr(frames, "value") else frames))
         mlflow.set_tag("model", "xgboost")
         size = log_model(pipeline)
         return {
@@ -257,7 +259,10 @@ def _run(settings: Settings, echo) -> Outcome:
 
         from mlflow_team.hyperopt.spark import local_session
 
-        local_session(max(settings.spark, 1), imports=("pandas", "sklearn", "xgboost", "mlflow.sklearn"))
+        session = local_session(max(settings.spark, 1), imports=("pandas", "sklearn", "xgboost", "mlflow.sklearn"))
+        # Spark's way to share a data set: each executor's Python reads it once, not with every
+        # trial's task (the frames pickled into each task cost seconds per trial)
+        frames = session.sparkContext.broadcast(frames)
         trials = SparkTrials(parallelism=settings.spark)
         echo(f"tuning xgboost: {settings.trials} hyperopt trials (tpe) on a local Spark session, "
              f"{settings.spark} at a time")

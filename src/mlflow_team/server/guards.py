@@ -164,7 +164,11 @@ def _request_patterns(request: Any) -> list[str]:
     # whatever their type), and never a stream a handler still has to read.
     as_json = request.mimetype == "application/json" or request.method not in ("POST", "PUT")
     if as_json and request.content_length is not None and 0 < request.content_length <= _MAX_SCANNED_BODY:
-        body = regex_budget.parse_body(request.get_json(force=True, silent=True, cache=True))
+        # only a body that names a filter can hold a pattern (a log_batch is not parsed again);
+        # a key written with \u escapes is parsed too
+        raw = request.get_data(cache=True)
+        if b"filter" in raw or b"\\u" in raw:
+            body = regex_budget.parse_body(request.get_json(force=True, silent=True, cache=True))
     return regex_budget.request_patterns(request.args, body)
 
 
