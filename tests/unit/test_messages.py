@@ -142,6 +142,7 @@ def test_team_app_error_bodies_lose_database_text_and_server_paths(tmp_path):
     # a path this machine does not have (an S3 key, a URL's path) is the client's own text
     assert _scrubbed("No such artifact: '/models/taxi/1/model.pkl'", "X") == "No such artifact: '/models/taxi/1/model.pkl'"
 
+
 # --- the team server app's guards -------------------------------------------------------------
 
 
