@@ -264,7 +264,7 @@ def test_while_autologging_is_on_sparktrials_polls_wake_when_a_trial_ends():
         assert fmin_module.time is not time and hyperopt.spark.time is not time
         assert fmin_module.time.time() > 0  # everything but sleep is the time module's
         woke = []
-        sleepers = [threading.Thread(target=lambda m=m: (m.time.sleep(3600), woke.append(m)))
+        sleepers = [threading.Thread(target=lambda m=m: (m.time.sleep(3600), woke.append(m)), daemon=True)
                     for m in (fmin_module, hyperopt.spark)]
         for sleeper in sleepers:
             sleeper.start()
