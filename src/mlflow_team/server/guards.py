@@ -28,6 +28,7 @@ from urllib.parse import unquote
 
 from mlflow_team import errors
 from mlflow_team.server import regex_budget
+from mlflow_team.server.requests import error_response
 
 _logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def install(app: Any, team_policy: Any) -> None:
             raw = route.group("path") or ""
             if not deletion_allowed(raw):
                 _logger.warning("mlflow-team: refused DELETE of proxied artifacts at %r", raw)
-                return _error_response(errors.ProxyDeletionRefused(
+                return error_response(errors.ProxyDeletionRefused(
                     errors.PROXY_DELETE_REFUSED.format(path=errors.preview(raw))))
             return None
         patterns = _request_patterns(request)
@@ -63,7 +64,7 @@ def install(app: Any, team_policy: Any) -> None:
                 kind, what = found
                 reason = (errors.REGEX_REASON_NESTED if kind == "nested" else errors.REGEX_REASON_BACKREFERENCE)
                 _logger.warning("mlflow-team: refused search regular expression %r (%s)", pattern, kind)
-                return _error_response(errors.SearchRegexRefused(errors.SEARCH_REGEX_REFUSED.format(
+                return error_response(errors.SearchRegexRefused(errors.SEARCH_REGEX_REFUSED.format(
                     pattern=errors.preview(pattern), reason=reason.format(found=errors.preview(what)))))
         g.mlflow_team_regex_budget = regex_budget.CURRENT.set(regex_budget.Budget(budget_s, patterns))
         return None
@@ -75,7 +76,7 @@ def install(app: Any, team_policy: Any) -> None:
             return response
         pattern = budget.patterns[0] if budget.patterns else budget.exceeded
         _logger.warning("mlflow-team: a search ran past its regex budget (%r)", pattern)
-        return _error_response(errors.SearchRegexRefused(errors.SEARCH_REGEX_CUT_OFF.format(
+        return error_response(errors.SearchRegexRefused(errors.SEARCH_REGEX_CUT_OFF.format(
             pattern=errors.preview(pattern), budget_ms=team_policy.server.regex_budget_ms)))
 
     @app.teardown_request
@@ -170,9 +171,3 @@ def _request_patterns(request: Any) -> list[str]:
         if b"filter" in raw or b"\\u" in raw:
             body = regex_budget.parse_body(request.get_json(force=True, silent=True, cache=True))
     return regex_budget.request_patterns(request.args, body)
-
-
-def _error_response(exc: Any) -> Any:
-    from flask import Response
-
-    return Response(exc.serialize_as_json(), status=exc.get_http_status_code(), mimetype="application/json")

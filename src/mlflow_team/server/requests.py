@@ -83,7 +83,9 @@ def check_body():
     try:
         _check(request, endpoint)
     except _Refused as refused:
-        return _error_response(400, "INVALID_PARAMETER_VALUE", refused.message)
+        from mlflow.exceptions import MlflowException
+
+        return error_response(MlflowException.invalid_parameter_value(refused.message))
     return None
 
 
@@ -168,11 +170,11 @@ def _shown(value: Any) -> str:
     return errors.preview(value, 60) if isinstance(value, (str, list, dict)) else str(value)
 
 
-def _error_response(status: int, code: str, message: str):
+def error_response(exc: Any) -> Any:
+    """An ``MlflowException`` as MLflow's handlers answer it: its JSON body and HTTP status."""
     import flask
 
-    return flask.Response(json.dumps({"error_code": code, "message": message}), status=status,
-                          mimetype="application/json")
+    return flask.Response(exc.serialize_as_json(), status=exc.get_http_status_code(), mimetype="application/json")
 
 
 # --- error bodies ------------------------------------------------------------------------------
