@@ -188,7 +188,7 @@ def db_group() -> None:
 @click.argument("url")
 def db_upgrade(url: str) -> None:
     """Migrate the database behind URL (team+... or a plain SQLAlchemy URL) to MLflow's schema."""
-    from mlflow_team.store import db, uri
+    from mlflow_team.store import db, search, uri
 
     try:
         real = uri.db_url(url) if url.startswith(uri.PREFIX) else url
@@ -201,6 +201,7 @@ def db_upgrade(url: str) -> None:
         click.echo(f"{url}: already at schema revision {after}.")
     else:
         click.echo(f"{url}: migrated from schema revision {before} to {after}.")
+    click.echo(f"mlflow-team's search index ({search.INDEX}) is in place.")
 
 
 # --- policy ----------------------------------------------------------------------------------
@@ -478,6 +479,8 @@ def eject_command(tracking_uri: str | None, apply: bool) -> None:
         click.echo(f"(not in this database's schema: {', '.join(report.absent)})")
     if report.team_tables:
         click.echo(f"mlflow-team's own table(s) {'dropped' if apply else 'to drop'}: {', '.join(report.team_tables)}")
+    if report.team_indexes:
+        click.echo(f"mlflow-team's index(es) on runs {'dropped' if apply else 'to drop'}: {', '.join(report.team_indexes)}")
     if not apply:
         click.echo(
             f"{report.rows} location(s) would change. Run again with --apply to rewrite them in one transaction."

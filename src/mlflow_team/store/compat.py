@@ -4,7 +4,7 @@ MLflow's private names are a debt: nothing promises they survive a minor release
 (policy, identity, artifacts) ride on MLflow's public store and repository methods; what still
 needs an internal is named here, grouped by what it buys:
 
-* **accelerators** (``engine``, ``sessions``, ``schema``, ``lean``): speed and hardening. When a
+* **accelerators** (``engine``, ``sessions``, ``schema``, ``lean``, ``search``): speed and hardening. When a
   probe fails, the store runs MLflow's own path for that part and logs one line saying so:
   slower, never wrong, never a crash.
 * **guards** (``gc``): an internal that *enforces a rule*. ``mlflow gc`` deletes through private
@@ -60,6 +60,9 @@ GROUPS = {
               "MLflow creates the tables itself"),
         Group("lean", "accelerator", "plain-SQL run writes on SQLite (create_run, log_batch, metrics)",
               "MLflow's ORM paths"),
+        Group("search", "accelerator",
+              "search_runs by EXISTS on primary keys and plain-SQL pages (with the team_runs_search index)",
+              "MLflow's own search_runs"),
         Group("gc", "guard", "`mlflow gc` stops before deleting what a registered model needs",
               "the store refuses to start while protected-deletions is on"),
         Group("artifacts", "guard", "artifact downloads checked against their SHA-256 (team+file, team+s3)",
@@ -126,6 +129,17 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("mlflow.utils.mlflow_tags:_get_run_name_from_tags", "lean", ("tags",)),
     Internal("mlflow.utils.name_utils:_generate_random_name", "lean"),
     Internal("mlflow.utils.validation:_parse_experiment_id", "lean", optional=True),  # 3.13+
+    # search: stock's own clause builders and bulk helpers, re-arranged into a query that scales
+    Internal(f"{_STORE}:_get_orderby_clauses", "search", ("order_by_list", "session")),
+    Internal(f"{_STORE}:_get_sqlalchemy_filter_clauses", "search", ("parsed", "session", "dialect")),
+    Internal(f"{_STORE}:SqlAlchemyStore._validate_max_results_param", "search", ("max_results", "allow_null")),
+    Internal(f"{_STORE}:SqlAlchemyStore._filter_experiment_ids", "search", ("session", "experiment_ids")),
+    Internal(f"{_STORE}:SqlAlchemyStore._get_dialect", "search"),
+    Internal(f"{_STORE}:SqlAlchemyStore._get_run_inputs", "search", ("session", "run_uuids")),
+    Internal(f"{_STORE}:SqlAlchemyStore._get_model_outputs_bulk", "search", ("run_ids", "session")),
+    Internal(f"{_STORE}:_parse_experiment_ids", "search", optional=True),  # 3.17+
+    Internal("mlflow.store.tracking.dbmodels.models:SqlRun", "search"),
+    Internal("mlflow.utils.mlflow_tags:_get_run_name_from_tags", "search", ("tags",)),
     # gc: the private methods `mlflow gc` deletes through (checked against gc's own source too)
     Internal(f"{_STORE}:SqlAlchemyStore._get_deleted_runs", "gc", ("older_than",)),
     Internal(f"{_STORE}:SqlAlchemyStore._get_deleted_logged_models", "gc", ("older_than",)),
@@ -204,6 +218,18 @@ LINK_COLUMNS = {
     ("mlflow.store.model_registry.dbmodels.models", "SqlRegisteredModelAlias"): {"name", "alias", "version"},
     ("mlflow.store.tracking.dbmodels.models", "SqlLoggedModel"): {"model_id", "source_run_id", "experiment_id"},
     ("mlflow.store.tracking.dbmodels.models", "SqlRun"): {"run_uuid", "experiment_id", "lifecycle_stage"},
+}
+#: Columns the accelerated search reads (a subset is enough).
+SEARCH_COLUMNS = {
+    ("mlflow.store.tracking.dbmodels.models", "SqlRun"): {
+        "run_uuid", "name", "experiment_id", "user_id", "status", "start_time", "end_time",
+        "lifecycle_stage", "artifact_uri",
+    },
+    ("mlflow.store.tracking.dbmodels.models", "SqlParam"): {"key", "value", "run_uuid"},
+    ("mlflow.store.tracking.dbmodels.models", "SqlTag"): {"key", "value", "run_uuid"},
+    ("mlflow.store.tracking.dbmodels.models", "SqlLatestMetric"): {
+        "key", "value", "timestamp", "step", "is_nan", "run_uuid",
+    },
 }
 #: The private store methods `mlflow gc` may call that the team store guards.
 GC_GUARDED = frozenset({
@@ -345,7 +371,8 @@ class Probe:
 
     #: What a group needs besides its own internals.
     NEEDS = {
-        "sessions": ("engine",), "lean": ("sessions",), "schema": ("engine",), "s3": ("artifacts",),
+        "sessions": ("engine",), "lean": ("sessions",), "search": ("sessions",), "schema": ("engine",),
+        "s3": ("artifacts",),
         "spark-polling": ("spark",),
     }
 
@@ -397,12 +424,26 @@ def _lean_checks(version: tuple[int, int]) -> list[str]:
     return problems
 
 
+def _search_checks(version: tuple[int, int]) -> list[str]:
+    problems = _check_columns(SEARCH_COLUMNS, exact=False)
+    # The accelerated search re-arranges stock's statement: a minor nobody has run the
+    # differential suite on may have changed what it must return.
+    newest = TESTED_MINORS[-1]
+    if version > newest:
+        problems.append(
+            f"MLflow {version[0]}.{version[1]} is newer than the newest tested "
+            f"({newest[0]}.{newest[1]}) and the accelerated search repeats stock's semantics"
+        )
+    return problems
+
+
 _GROUP_INTERNALS: dict[str, list[Internal]] = {}
 for _internal in INTERNALS:
     _GROUP_INTERNALS.setdefault(_internal.group, []).append(_internal)
 _EXTRA_CHECKS: dict[str, Callable[[tuple[int, int]], list[str]]] = {
     "lean": _lean_checks,
     "gc": lambda _version: _check_columns(LINK_COLUMNS, exact=False) + _check_gc_source(),
+    "search": _search_checks,
     "artifacts": lambda _version: _check_download_path(),
 }
 

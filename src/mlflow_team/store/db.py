@@ -299,12 +299,23 @@ def _create_tables(url: str) -> None:
             with plain.connect() as connection:
                 connection.exec_driver_sql("PRAGMA journal_mode = WAL")
         _initialize_tables(plain)
+        _create_team_indexes(plain)
     finally:
         plain.dispose()
 
 
+def _create_team_indexes(engine: sqlalchemy.engine.Engine) -> None:
+    """mlflow-team's indexes on MLflow's tables (the search accelerator's): with a new database,
+    and by ``mlflow-team db upgrade``, never at a store's start (an index on a big table takes a
+    while and a lock); eject drops them."""
+    from mlflow_team.store import search
+
+    retrying_call(search.create_index, engine)
+
+
 def upgrade(url: str) -> tuple[str | None, str]:
-    """Migrate the database to MLflow's latest schema; returns (before, after) revisions."""
+    """Migrate the database to MLflow's latest schema, then add mlflow-team's tables and indexes;
+    returns (before, after) revisions."""
     from mlflow.store.db.utils import (
         _get_schema_version,
         _initialize_tables,
@@ -318,10 +329,12 @@ def upgrade(url: str) -> tuple[str | None, str]:
         if _is_empty_database(plain):  # a new database: create it, as the store would
             _initialize_tables(plain)
             _create_team_tables(plain)
+            _create_team_indexes(plain)
             return None, _get_schema_version(plain)
         before = _get_schema_version(plain)
         _upgrade_db(plain)
         _create_team_tables(plain)
+        _create_team_indexes(plain)
         return before, _get_schema_version(plain)
     finally:
         plain.dispose()

@@ -9,8 +9,8 @@ prefix is all it takes: ``file:/abs/mlruns/1/...`` and ``s3://bucket/prefix/...`
 them, all in one transaction (``apply=True``), or only counts them (the default). A second run
 finds nothing. It works on SQLAlchemy Core over its own engine, never on the store's sessions, so
 it runs on a database no ``team+`` store can open (an older schema, a half-installed plugin).
-mlflow-team's own tables (:data:`TEAM_TABLES`, which stock MLflow never reads) are dropped once
-the rewrite has committed.
+mlflow-team's own tables (:data:`TEAM_TABLES`, which stock MLflow never reads) and its indexes on
+MLflow's tables (:data:`TEAM_INDEXES`) are dropped once the rewrite has committed.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 from mlflow_team import errors
 from mlflow_team.identity import replay
 from mlflow_team.server import heartbeats
+from mlflow_team.store import search
 from mlflow_team.redact import mask_secrets, mask_url
 
 PREFIX = "team+"
@@ -34,6 +35,8 @@ SUPPORTED_BACKENDS = ("sqlite", "postgresql", "mysql")
 #: Tables of mlflow-team's own beside MLflow's: the signatures first used (identity/replay.py),
 #: the runs' heartbeats and the reaper's lease (server/heartbeats.py).
 TEAM_TABLES = (replay.TABLE, *heartbeats.TABLES)
+#: mlflow-team's indexes on MLflow's ``runs`` table (store/search.py's).
+TEAM_INDEXES = (search.INDEX,)
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class EjectReport:
     changes: list[Change] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)  # columns this schema does not have
     team_tables: list[str] = field(default_factory=list)  # mlflow-team's own: dropped when applied
+    team_indexes: list[str] = field(default_factory=list)  # its indexes on MLflow's tables: the same
 
     @property
     def rows(self) -> int:
@@ -173,8 +177,12 @@ def eject(tracking_uri: str, apply: bool = False) -> EjectReport:
                 report.changes.append(_rewrite(connection, text, target, tracking_uri, apply))
             present = set(inspect(connection).get_table_names())
             report.team_tables = [name for name in TEAM_TABLES if name in present]
+            if "runs" in present:
+                found = {ix.get("name") for ix in inspect(connection).get_indexes("runs")}
+                report.team_indexes = [name for name in TEAM_INDEXES if name in found]
         if apply:
             _drop_team_tables(connection, report.team_tables, tracking_uri)
+            _drop_team_indexes(connection, report.team_indexes, tracking_uri)
     finally:
         connection.close()
         engine.dispose()
@@ -220,6 +228,20 @@ def _drop_team_tables(connection, names: list[str], tracking_uri: str) -> None:
             raise EjectError(
                 errors.EJECT_DROP_FAILED.format(
                     uri=mask_url(tracking_uri), table=name, reason=mask_secrets(_reason(exc), tracking_uri)
+                ),
+                error_code=INTERNAL_ERROR,
+            ) from None
+
+
+def _drop_team_indexes(connection, names: list[str], tracking_uri: str) -> None:
+    for name in names:
+        try:
+            with connection.begin():
+                search.drop_index(connection)
+        except Exception as exc:
+            raise EjectError(
+                errors.EJECT_DROP_INDEX_FAILED.format(
+                    uri=mask_url(tracking_uri), index=name, reason=mask_secrets(_reason(exc), tracking_uri),
                 ),
                 error_code=INTERNAL_ERROR,
             ) from None

@@ -16,7 +16,7 @@ from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAl
 from mlflow_team import policy
 from mlflow_team.identity import server as stamping
 from mlflow_team.policy import Policy
-from mlflow_team.store import compat, db, lean, links, uri
+from mlflow_team.store import compat, db, lean, links, search, uri
 
 _STORE_INIT = "mlflow.store.tracking.sqlalchemy_store:SqlAlchemyStore.__init__"
 
@@ -43,6 +43,11 @@ class TeamTrackingStoreMixin(db.TeamStoreHooks):
         self._lean_path = (
             self._team_sessions and self.db_type == "sqlite" and not self.supports_workspaces
             and compat.use("lean")
+        )
+        if self._team_sessions and db.in_memory(url):
+            search.create_index(self.engine)  # MLflow made this database just now, without it
+        self._search_path = (
+            self._team_sessions and not self.supports_workspaces and search.available(self.engine, self.team_uri)
         )
 
     def _atomic(self):
@@ -174,6 +179,15 @@ class TeamTrackingStoreMixin(db.TeamStoreHooks):
                 if versions:
                     policy.check_logged_model_delete(self.policy, model_id, versions)
         return model_ids
+
+    def _search_runs(self, experiment_ids, filter_string, run_view_type, max_results, order_by, page_token):
+        if self._search_path:
+            found = search.search_runs(
+                self, experiment_ids, filter_string, run_view_type, max_results, order_by, page_token
+            )
+            if found is not None:
+                return found
+        return super()._search_runs(experiment_ids, filter_string, run_view_type, max_results, order_by, page_token)
 
     # --- logged models -----------------------------------------------------------------------
 
