@@ -201,7 +201,7 @@ def db_upgrade(url: str) -> None:
         click.echo(f"{url}: already at schema revision {after}.")
     else:
         click.echo(f"{url}: migrated from schema revision {before} to {after}.")
-    click.echo(f"mlflow-team's search index ({search.INDEX}) is in place.")
+    click.echo(f"mlflow-team's search indexes are in place: {', '.join(search.index_names(real))}.")
 
 
 # --- policy ----------------------------------------------------------------------------------

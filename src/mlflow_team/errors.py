@@ -658,17 +658,18 @@ class ProxyDeletionRefused(PolicyViolation):
     def __init__(self, message: str):
         super().__init__(message, rule="artifact-deletions", error_code=PERMISSION_DENIED)
 
+
 #: Logged once per database by a team store whose database lacks the search index.
 SEARCH_INDEX_MISSING = (
     "mlflow-team: search_runs on {uri} uses MLflow's own search path, which slows down past "
-    "10,000 runs: the database lacks mlflow-team's search index ({index}). Add it with "
-    "'mlflow-team db upgrade <the database URL>' (the same URL without 'team+'); it runs "
-    "MLflow's migrations too, and 'mlflow-team eject' removes the index again."
+    "10,000 runs: the database lacks mlflow-team's search indexes ({index}). Add them with "
+    "'mlflow-team db upgrade <the database URL>' (the team+ URL or the same URL without "
+    "'team+'); it runs MLflow's migrations too, and 'mlflow-team eject' removes the indexes again."
 )
 #: eject rewrote every location but could not drop mlflow-team's index on ``runs``.
 EJECT_DROP_INDEX_FAILED = (
-    "Ejecting {uri!r} rewrote every location, but dropping mlflow-team's index {index} on the runs "
-    "table failed ({reason}). Stock MLflow works with the index in place; run mlflow-team eject "
-    "--tracking-uri URL --apply again, or drop it by hand: DROP INDEX {index} (MySQL and MariaDB: "
-    "DROP INDEX {index} ON runs)"
+    "Ejecting {uri!r} rewrote every location, but dropping mlflow-team's search indexes ({index}) "
+    "failed ({reason}). Stock MLflow works with them in place; run mlflow-team eject "
+    "--tracking-uri URL --apply again, or drop them by hand: DROP INDEX <name> (MySQL and "
+    "MariaDB: DROP INDEX <name> ON <table>)"
 )

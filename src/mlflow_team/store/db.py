@@ -310,7 +310,7 @@ def _create_team_indexes(engine: sqlalchemy.engine.Engine) -> None:
     while and a lock); eject drops them."""
     from mlflow_team.store import search
 
-    retrying_call(search.create_index, engine)
+    retrying_call(search.create_indexes, engine)
 
 
 def upgrade(url: str) -> tuple[str | None, str]:

@@ -35,8 +35,8 @@ SUPPORTED_BACKENDS = ("sqlite", "postgresql", "mysql")
 #: Tables of mlflow-team's own beside MLflow's: the signatures first used (identity/replay.py),
 #: the runs' heartbeats and the reaper's lease (server/heartbeats.py).
 TEAM_TABLES = (replay.TABLE, *heartbeats.TABLES)
-#: mlflow-team's indexes on MLflow's ``runs`` table (store/search.py's).
-TEAM_INDEXES = (search.INDEX,)
+#: mlflow-team's indexes on MLflow's tables, (table, name) (store/search.py's).
+TEAM_INDEXES = search.INDEX_NAMES
 
 
 @dataclass(frozen=True)
@@ -177,9 +177,9 @@ def eject(tracking_uri: str, apply: bool = False) -> EjectReport:
                 report.changes.append(_rewrite(connection, text, target, tracking_uri, apply))
             present = set(inspect(connection).get_table_names())
             report.team_tables = [name for name in TEAM_TABLES if name in present]
-            if "runs" in present:
-                found = {ix.get("name") for ix in inspect(connection).get_indexes("runs")}
-                report.team_indexes = [name for name in TEAM_INDEXES if name in found]
+            found = {(table, ix.get("name")) for table in {t for t, _ in TEAM_INDEXES} & present
+                     for ix in inspect(connection).get_indexes(table)}
+            report.team_indexes = [name for table, name in TEAM_INDEXES if (table, name) in found]
         if apply:
             _drop_team_tables(connection, report.team_tables, tracking_uri)
             _drop_team_indexes(connection, report.team_indexes, tracking_uri)
@@ -234,17 +234,18 @@ def _drop_team_tables(connection, names: list[str], tracking_uri: str) -> None:
 
 
 def _drop_team_indexes(connection, names: list[str], tracking_uri: str) -> None:
-    for name in names:
-        try:
-            with connection.begin():
-                search.drop_index(connection)
-        except Exception as exc:
-            raise EjectError(
-                errors.EJECT_DROP_INDEX_FAILED.format(
-                    uri=mask_url(tracking_uri), index=name, reason=mask_secrets(_reason(exc), tracking_uri),
-                ),
-                error_code=INTERNAL_ERROR,
-            ) from None
+    if not names:
+        return
+    try:
+        with connection.begin():
+            search.drop_indexes(connection)
+    except Exception as exc:
+        raise EjectError(
+            errors.EJECT_DROP_INDEX_FAILED.format(
+                uri=mask_url(tracking_uri), index=", ".join(names), reason=mask_secrets(_reason(exc), tracking_uri),
+            ),
+            error_code=INTERNAL_ERROR,
+        ) from None
 
 
 def _columns_by_table(inspector) -> dict[str, set[str]]:

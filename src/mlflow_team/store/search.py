@@ -21,15 +21,17 @@ Here the same search is two steps:
    plain ``SELECT ... WHERE run_uuid IN (...)`` and turned into the entities ``SqlRun.to_mlflow_entity``
    makes; inputs and logged-model outputs come from stock's own bulk helpers.
 
-The index :data:`INDEX` on ``runs (experiment_id, lifecycle_stage, start_time)`` (stock has none on
-``experiment_id``) lets a search read its experiment's runs only. ``mlflow-team db upgrade`` and the
-creation of a new database add it, ``eject`` drops it, and a database without it keeps MLflow's own
-search path and says once how to add it. Dataset filters keep MLflow's path too.
+The indexes of :data:`INDEXES` (stock has none on ``runs.experiment_id``, nor on tag and param
+values) let a search read its experiment's runs only, and an equality filter find its runs
+directly. ``mlflow-team db upgrade`` and the creation of a new database add them, ``eject`` drops
+them, and a database without them keeps MLflow's own search path and says once how to add them.
+Dataset filters keep MLflow's path too.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import sqlalchemy as sa
@@ -39,42 +41,95 @@ from mlflow_team.store import compat
 
 _logger = logging.getLogger(__name__)
 
-#: mlflow-team's index on MLflow's ``runs`` table (the name says whose it is).
-INDEX = "team_runs_search"
-INDEX_COLUMNS = ("experiment_id", "lifecycle_stage", "start_time")
+
+@dataclass(frozen=True)
+class TeamIndex:
+    """An index of mlflow-team's on one of MLflow's tables (its name says whose it is)."""
+
+    name: str
+    table: str
+    columns: tuple[str, ...]
+    dialects: tuple[str, ...] = ("sqlite", "postgresql", "mysql")
+    postgresql_using: str | None = None
+
+    def index(self) -> sa.Index:
+        table = sa.Table(self.table, sa.MetaData(), *(sa.Column(c) for c in self.columns))
+        extra = {"postgresql_using": self.postgresql_using} if self.postgresql_using else {}
+        return sa.Index(self.name, *(table.c[c] for c in self.columns), **extra)
+
+
+#: The accelerator's indexes, by database. ``runs`` has no index on ``experiment_id`` in MLflow's
+#: schema: this one covers a search's stage, experiment and default order (``lifecycle_stage``
+#: first, so that MySQL never takes it for the foreign key's index on ``experiment_id``, which
+#: it would then drop, and refuse to let eject drop this one). Tag and param values
+#: get one for equality filters (``tags.mlflow.parentRunId = '...'``, what the UI asks to expand a
+#: parent): a b-tree on SQLite, a hash index on PostgreSQL (a b-tree there refuses values longer
+#: than about 2,700 bytes, and MLflow accepts 8,000), none on MySQL/MariaDB.
+INDEXES = (
+    TeamIndex("team_runs_search", "runs", ("lifecycle_stage", "experiment_id", "start_time", "run_uuid")),
+    TeamIndex("team_tags_value", "tags", ("key", "value"), ("sqlite",)),
+    TeamIndex("team_params_value", "params", ("key", "value"), ("sqlite",)),
+    TeamIndex("team_tags_value", "tags", ("value",), ("postgresql",), postgresql_using="hash"),
+    TeamIndex("team_params_value", "params", ("value",), ("postgresql",), postgresql_using="hash"),
+)
+#: Every index name eject may find (whatever database made it).
+INDEX_NAMES = tuple(dict.fromkeys((ix.table, ix.name) for ix in INDEXES))
 #: Run ids per ``IN (...)`` when a page is hydrated (SQLite's oldest limit is 999 variables).
 _CHUNK = 500
 _STORE = "mlflow.store.tracking.sqlalchemy_store"
 _WARNED: set[str] = set()
 
 
-# --- the index -------------------------------------------------------------------------------
+# --- the indexes -----------------------------------------------------------------------------
 
 
-def _index(metadata: sa.MetaData | None = None) -> sa.Index:
-    runs = sa.Table("runs", metadata or sa.MetaData(), *(sa.Column(c) for c in INDEX_COLUMNS))
-    return sa.Index(INDEX, *(runs.c[c] for c in INDEX_COLUMNS))
+def _wanted(dialect: str) -> list[TeamIndex]:
+    return [ix for ix in INDEXES if dialect in ix.dialects]
 
 
-def has_index(engine: sa.engine.Engine) -> bool:
-    return any(ix.get("name") == INDEX for ix in sa.inspect(engine).get_indexes("runs"))
+def _present(bind: Any, table: str) -> set[str]:
+    return {ix.get("name") for ix in sa.inspect(bind).get_indexes(table)}
 
 
-def create_index(engine: sa.engine.Engine) -> bool:
-    """Add :data:`INDEX` where it is missing; True when it was created now."""
-    if has_index(engine):
-        return False
-    with engine.begin() as conn:
-        _index().create(conn)
-    return True
+def index_names(url: str) -> list[str]:
+    """The accelerator's index names on the database behind a plain SQLAlchemy URL."""
+    from sqlalchemy.engine import make_url
+
+    return [ix.name for ix in _wanted(make_url(url).get_backend_name())]
 
 
-def drop_index(conn: sa.engine.Connection) -> bool:
-    """Drop :data:`INDEX` (``eject``); True when there was one."""
-    if not any(ix.get("name") == INDEX for ix in sa.inspect(conn).get_indexes("runs")):
-        return False
-    _index().drop(conn)
-    return True
+def missing_indexes(engine: sa.engine.Engine) -> list[str]:
+    """The names of the accelerator's indexes this database lacks."""
+    present: dict[str, set[str]] = {}
+    lacking = []
+    for ix in _wanted(engine.dialect.name):
+        if ix.table not in present:
+            present[ix.table] = _present(engine, ix.table)
+        if ix.name not in present[ix.table]:
+            lacking.append(ix.name)
+    return lacking
+
+
+def create_indexes(engine: sa.engine.Engine) -> list[str]:
+    """Add the accelerator's indexes where missing; returns the names created now."""
+    lacking = set(missing_indexes(engine))
+    made = []
+    for ix in _wanted(engine.dialect.name):
+        if ix.name in lacking:
+            with engine.begin() as conn:
+                ix.index().create(conn)
+            made.append(ix.name)
+    return made
+
+
+def drop_indexes(conn: sa.engine.Connection) -> list[str]:
+    """Drop every index of the accelerator found (``eject``); returns their names."""
+    dropped = []
+    for table, name in INDEX_NAMES:
+        if name in _present(conn, table):
+            TeamIndex(name, table, ("run_uuid",)).index().drop(conn)
+            dropped.append(name)
+    return dropped
 
 
 def available(engine: sa.engine.Engine, team_uri: str) -> bool:
@@ -82,15 +137,16 @@ def available(engine: sa.engine.Engine, team_uri: str) -> bool:
     if not compat.use("search"):
         return False
     try:
-        if has_index(engine):
-            return True
+        lacking = missing_indexes(engine)
     except sa.exc.SQLAlchemyError as exc:  # no reason to keep a store from starting
-        _logger.debug("mlflow-team: could not list the indexes of runs: %s", exc)
+        _logger.debug("mlflow-team: could not list the indexes of MLflow's tables: %s", exc)
         return False
+    if not lacking:
+        return True
     masked = redact.mask_url(team_uri)
     if masked not in _WARNED:
         _WARNED.add(masked)
-        _logger.warning(errors.SEARCH_INDEX_MISSING.format(uri=masked, index=INDEX))
+        _logger.warning(errors.SEARCH_INDEX_MISSING.format(uri=masked, index=", ".join(lacking)))
     return False
 
 
@@ -127,7 +183,7 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
             run.experiment_id.in_(experiment_ids),
             run.lifecycle_stage.in_(stages),
             *attribute_filters,
-            *(_exists(subquery, run) for subquery in entity_filters),
+            *_semi_joins(entity_filters, _equalities(parsed), run, session.bind.dialect.name),
         ).order_by(*order_clauses).offset(offset)
         if max_results is not None:
             stmt = stmt.limit(max_results + 1)
@@ -140,12 +196,44 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
         return _hydrate(store, session, run_ids), next_token
 
 
-def _exists(subquery: Any, run: Any) -> Any:
-    """Stock's ``SELECT * FROM <table> WHERE key = ? AND <comparison>`` filter subquery, as a
-    correlated ``EXISTS`` on the table's ``(key, run_uuid)`` primary key."""
-    select = subquery.element
-    (table,) = select.get_final_froms()
-    return sa.exists().where(table.c.run_uuid == run.run_uuid, select.whereclause)
+def _semi_joins(subqueries: Sequence[Any], equalities: list[bool] | None, run: Any, dialect: str) -> list[Any]:
+    """Stock's filter subqueries (``SELECT * FROM <table> WHERE key = ? AND <comparison>``), each
+    as a semi-join of ``runs``: a correlated ``EXISTS`` on the table's ``(key, run_uuid)`` primary
+    key, or, for an equality on SQLite, ``run_uuid IN (...)`` read off the value index (SQLite
+    never turns an ``EXISTS`` around to start from the few rows an equality names; PostgreSQL
+    and MySQL plan both forms alike)."""
+    if equalities is None or len(equalities) != len(subqueries):
+        equalities = [False] * len(subqueries)  # not matched up: EXISTS is right for every filter
+    clauses = []
+    for subquery, equality in zip(subqueries, equalities):
+        select = subquery.element
+        (table,) = select.get_final_froms()
+        if equality and dialect == "sqlite" and table.name in ("tags", "params"):
+            clauses.append(run.run_uuid.in_(sa.select(table.c.run_uuid).where(select.whereclause)))
+        else:
+            clauses.append(sa.exists().where(table.c.run_uuid == run.run_uuid, select.whereclause))
+    return clauses
+
+
+def _equalities(parsed: list[dict]) -> list[bool] | None:
+    """For each filter stock turns into a subquery, in its order: whether it is an ``=``."""
+    from mlflow.utils.search_utils import SearchUtils
+
+    flags = []
+    try:
+        for clause in parsed:
+            key_type, comparator = clause.get("type"), clause.get("comparator").upper()
+            key = SearchUtils.translate_key_alias(clause.get("key"))
+            if SearchUtils.is_string_attribute(key_type, key, comparator) or SearchUtils.is_numeric_attribute(
+                key_type, key, comparator
+            ):
+                if key == "run_name":  # stock: a filter on the mlflow.runName tag
+                    flags.append(comparator == "=")
+            elif comparator not in ("IS NULL", "IS NOT NULL") and not SearchUtils.is_dataset(key_type, comparator):
+                flags.append(comparator == "=")
+    except Exception:  # stock has raised on this filter already; never on the way here
+        return None
+    return flags
 
 
 def _parse_experiment_ids(experiment_ids: Sequence[Any]) -> list[int]:
@@ -163,7 +251,7 @@ def _rows(session: Any, table: str, columns: Sequence[str], run_ids: Sequence[st
     t = sa.table(table, *(sa.column(c) for c in columns))
     for start in range(0, len(run_ids), _CHUNK):
         chunk = run_ids[start:start + _CHUNK]
-        yield from session.execute(sa.select(*t.c).where(t.c.run_uuid.in_(chunk)))
+        yield from session.execute(sa.select(*t.c).where(t.c.run_uuid.in_(chunk))).all()
 
 
 def _hydrate(store: Any, session: Any, run_ids: list[str]) -> list[Any]:
