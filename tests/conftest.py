@@ -178,6 +178,32 @@ def sqlite_url(tmp_path_factory):
     return f"sqlite:///{tmp_path_factory.mktemp('sqlite')}/mlflow.db"
 
 
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("mysql", marks=pytest.mark.mysql),
+    ]
+)
+def fresh_db(request, tmp_path):
+    """The plain URL of a database of its own on each backend, for a test that needs a whole
+    database (eject rewrites one; the search indexes are per database)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/mlflow.db"
+        return
+    if request.param == "postgresql":
+        admin, name = _postgres_database()
+        url, drop = f"postgresql://root@127.0.0.1:5432/{name}", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    else:
+        admin, name = _mysql_database()
+        url, drop = f"mysql+pymysql://root@127.0.0.1:3306/{name}", f"DROP DATABASE IF EXISTS {name}"
+    yield url
+    _dispose_engines()
+    with admin.cursor() as cursor:
+        cursor.execute(drop)
+    admin.close()
+
+
 def _dispose_engines():
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 

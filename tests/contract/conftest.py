@@ -11,7 +11,7 @@ import pytest
 
 from mlflow_team.store import compat
 
-ACCELERATORS = "engine,sessions,schema,lean"
+ACCELERATORS = "engine,sessions,schema,lean,search"
 
 
 @pytest.fixture(autouse=True, params=["accelerated", "mlflow-paths"])

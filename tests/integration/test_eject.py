@@ -22,8 +22,9 @@ from sqlalchemy.pool import NullPool
 
 from mlflow_team import errors
 from mlflow_team.cli import cli
+from mlflow_team.store import search
 from mlflow_team.store.eject import EjectError, eject
-from tests.conftest import _dispose_engines, _mysql_database, _postgres_database, stock_env
+from tests.conftest import _dispose_engines, stock_env
 
 MODEL = "eject.model"
 EXPERIMENT = "eject/demo"
@@ -42,32 +43,6 @@ LOCATIONS = (
 
 
 # --- databases and data ----------------------------------------------------------------------
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgresql", marks=pytest.mark.postgres),
-        pytest.param("mysql", marks=pytest.mark.mysql),
-    ]
-)
-def fresh_db(request, tmp_path):
-    """The plain URL of a database of its own on each backend (eject rewrites a whole database,
-    so the session's shared ones would mix in other tests' rows)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/mlflow.db"
-        return
-    if request.param == "postgresql":
-        admin, name = _postgres_database()
-        url, drop = f"postgresql://root@127.0.0.1:5432/{name}", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    else:
-        admin, name = _mysql_database()
-        url, drop = f"mysql+pymysql://root@127.0.0.1:3306/{name}", f"DROP DATABASE IF EXISTS {name}"
-    yield url
-    _dispose_engines()
-    with admin.cursor() as cursor:
-        cursor.execute(drop)
-    admin.close()
 
 
 def _use(uri: str) -> MlflowClient:
@@ -187,9 +162,13 @@ def test_apply_drops_the_team_prefix_everywhere_and_a_second_apply_changes_nothi
     before = locations(fresh_db)
     assert len(team_values_anywhere(fresh_db)) == 8
 
+    assert search.missing_indexes(_engine(fresh_db)) == []  # the team store made the database
     report = eject(fresh_db, apply=True)  # the plain URL of the same database works too
 
     assert report.applied and report.rows == 8
+    wanted = [name for name in search.index_names(fresh_db)]
+    assert sorted(report.team_indexes) == sorted(wanted)
+    assert sorted(search.missing_indexes(_engine(fresh_db))) == sorted(wanted)  # dropped
     expected = {
         label: sorted(value.removeprefix("team+") if value.startswith(("team+file:", "team+s3:")) else value
                       for value in values)
