@@ -68,8 +68,8 @@ def _runs(n: int, experiment_id: int, rng: random.Random, artifact_root: str):
             }
             if status != "RUNNING":
                 r = rng.random()
-                metrics["rmse"] = float("nan") if r < 0.005 else (float("inf") if r < 0.007 else
-                                                                 round(rng.uniform(5.0, 7.5), 5))
+                rmse = float("inf") if r < 0.007 else round(rng.uniform(5.0, 7.5), 5)
+                metrics["rmse"] = float("nan") if r < 0.005 else rmse
                 metrics["training_time"] = round(rng.uniform(0.5, 12.0), 3)
                 metrics["model_size_mb"] = round(rng.uniform(0.1, 8.0), 3)
         yield run, params, tags, metrics, t
