@@ -13,7 +13,9 @@ import math
 import random
 
 import pytest
-from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.entities import (
+    Dataset, DatasetInput, InputTag, LoggedModelOutput, Metric, Param, RunStatus, RunTag, ViewType,
+)
 from mlflow.exceptions import MlflowException
 
 from tests.conftest import unique
@@ -57,6 +59,14 @@ def _generate(store, experiment_id: str, other_id: str, rng: random.Random) -> N
             status = rng.choice(("FINISHED", "FINISHED", "FINISHED", "FAILED", "KILLED", "RUNNING"))
             if status != "RUNNING":
                 store.update_run_info(rid, RunStatus.from_string(status), t + rng.randint(0, 5_000), None)
+            if trial % 9 == 4:  # a dataset input, with its context tag
+                dataset = Dataset(f"taxi-{search}", f"d{trial}", "local", "file:///data.parquet", schema="{}")
+                store.log_inputs(rid, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+            if trial % 11 == 5 and status != "RUNNING":  # a logged model, as mlflow.<flavor>.log_model makes
+                store.update_run_info(rid, RunStatus.RUNNING, None, None)
+                model = store.create_logged_model(experiment_id, f"model-{trial}", rid)
+                store.log_outputs(rid, [LoggedModelOutput(model.model_id, trial)])
+                store.update_run_info(rid, RunStatus.from_string(status), t + 1, None)
             if rng.random() < 0.05:
                 store.delete_run(rid)
     # Runs logged by MLflow <= 1.29 have no name in the runs table, only the mlflow.runName tag.
@@ -245,5 +255,16 @@ def test_bad_searches_get_stocks_errors(searched, filter_string, order_by, max_r
 
 def test_a_dataset_filter_keeps_mlflows_own_path(searched):
     stock, team, experiment_id, _ = searched
-    args = ([experiment_id], "dataset.name = 'taxi'", ViewType.ACTIVE_ONLY, 100, None, None)
-    assert [_view(r) for r in team.search_runs(*args)] == [_view(r) for r in stock.search_runs(*args)]
+    for filter_string in ("dataset.name = 'taxi-1'", "dataset.context = 'training'"):
+        args = ([experiment_id], filter_string, ViewType.ACTIVE_ONLY, 100, None, None)
+        found = team.search_runs(*args)
+        assert found and [_view(r) for r in found] == [_view(r) for r in stock.search_runs(*args)]
+
+
+def test_runs_carry_stocks_dataset_inputs_and_logged_model_outputs(searched):
+    stock, team, experiment_id, _ = searched
+    args = ([experiment_id], "", ViewType.ALL, 1000, None, None)
+    found = team.search_runs(*args)
+    assert sum(1 for r in found if r.inputs.dataset_inputs) >= 8
+    assert sum(1 for r in found if r.outputs and r.outputs.model_outputs) >= 4
+    assert [_view(r) for r in found] == [_view(r) for r in stock.search_runs(*args)]

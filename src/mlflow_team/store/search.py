@@ -243,15 +243,39 @@ def _parse_experiment_ids(experiment_ids: Sequence[Any]) -> list[int]:
 
 # --- the page's entities ---------------------------------------------------------------------
 
-_RUN_COLUMNS = ("run_uuid", "name", "experiment_id", "user_id", "status", "start_time", "end_time",
-                "lifecycle_stage", "artifact_uri")
+def _select(table: str, *columns: str) -> sa.Select:
+    """``SELECT <columns> FROM <table> WHERE run_uuid IN (:ids)``, built once (a compiled-cache hit)."""
+    t = sa.table(table, *(sa.column(c) for c in (*columns, "run_uuid")))
+    return sa.select(*t.c).where(t.c.run_uuid.in_(sa.bindparam("ids", expanding=True)))
 
 
-def _rows(session: Any, table: str, columns: Sequence[str], run_ids: Sequence[str]):
-    t = sa.table(table, *(sa.column(c) for c in columns))
+_RUNS = _select("runs", "name", "experiment_id", "user_id", "status", "start_time", "end_time", "lifecycle_stage",
+                "artifact_uri")
+_PARAMS = _select("params", "key", "value")
+_TAGS = _select("tags", "key", "value")
+_METRICS = _select("latest_metrics", "key", "value", "timestamp", "step", "is_nan")
+_inputs = sa.table("inputs", *(sa.column(c) for c in ("source_type", "source_id", "destination_type", "destination_id")))
+#: Whether any of the runs has a dataset input or a logged-model output (most have neither).
+_ANY_INPUT_OR_OUTPUT = sa.select(sa.literal(1)).where(sa.or_(
+    sa.and_(_inputs.c.destination_type == "RUN", _inputs.c.destination_id.in_(sa.bindparam("ids", expanding=True))),
+    sa.and_(_inputs.c.source_type == "RUN_OUTPUT", _inputs.c.source_id.in_(sa.bindparam("ids", expanding=True))),
+)).limit(1)
+
+
+def _rows(session: Any, statement: sa.Select, run_ids: Sequence[str]) -> list:
+    rows = []
     for start in range(0, len(run_ids), _CHUNK):
-        chunk = run_ids[start:start + _CHUNK]
-        yield from session.execute(sa.select(*t.c).where(t.c.run_uuid.in_(chunk))).all()
+        rows.extend(session.execute(statement, {"ids": run_ids[start:start + _CHUNK]}).all())
+    return rows
+
+
+def _inputs_and_outputs(store: Any, session: Any, run_ids: list[str]) -> tuple[list, dict]:
+    """Stock's dataset inputs and logged-model outputs of the runs; two ORM queries skipped when a
+    cheap one finds neither."""
+    if not any(_rows(session, _ANY_INPUT_OR_OUTPUT, run_ids)):
+        return [[] for _ in run_ids], {run_id: [] for run_id in run_ids}
+    inputs = store._get_run_inputs(run_uuids=run_ids, session=session)
+    return inputs, store._get_model_outputs_bulk(run_ids=run_ids, session=session)
 
 
 def _hydrate(store: Any, session: Any, run_ids: list[str]) -> list[Any]:
@@ -261,25 +285,23 @@ def _hydrate(store: Any, session: Any, run_ids: list[str]) -> list[Any]:
     run_name_from_tags = compat.get("mlflow.utils.mlflow_tags:_get_run_name_from_tags")
     if not run_ids:
         return []
-    infos = {row[0]: row for row in _rows(session, "runs", _RUN_COLUMNS, run_ids)}
+    infos = {row[-1]: row for row in _rows(session, _RUNS, run_ids)}
     params: dict[str, list] = {r: [] for r in run_ids}
     tags: dict[str, list] = {r: [] for r in run_ids}
     metrics: dict[str, list] = {r: [] for r in run_ids}
-    for key, value, run_id in _rows(session, "params", ("key", "value", "run_uuid"), run_ids):
+    for key, value, run_id in _rows(session, _PARAMS, run_ids):
         params[run_id].append(Param(key, value))
-    for key, value, run_id in _rows(session, "tags", ("key", "value", "run_uuid"), run_ids):
+    for key, value, run_id in _rows(session, _TAGS, run_ids):
         tags[run_id].append(RunTag(key, value))
-    metric_columns = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
-    for key, value, timestamp, step, is_nan, run_id in _rows(session, "latest_metrics", metric_columns, run_ids):
+    for key, value, timestamp, step, is_nan, run_id in _rows(session, _METRICS, run_ids):
         metrics[run_id].append(Metric(key, float("nan") if is_nan else value, timestamp, step))
 
-    inputs = store._get_run_inputs(run_uuids=run_ids, session=session)
-    outputs = store._get_model_outputs_bulk(run_ids=run_ids, session=session)
+    inputs, outputs = _inputs_and_outputs(store, session, run_ids)
     runs = []
     for i, run_id in enumerate(run_ids):
-        uuid, name, experiment_id, user_id, status, start_time, end_time, stage, artifact_uri = infos[run_id]
+        name, experiment_id, user_id, status, start_time, end_time, stage, artifact_uri, _ = infos[run_id]
         info = RunInfo(
-            run_id=uuid, run_name=name or run_name_from_tags(tags[run_id]), experiment_id=str(experiment_id),
+            run_id=run_id, run_name=name or run_name_from_tags(tags[run_id]), experiment_id=str(experiment_id),
             user_id=user_id, status=status, start_time=start_time, end_time=end_time, lifecycle_stage=stage,
             artifact_uri=artifact_uri,
         )
