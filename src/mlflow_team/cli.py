@@ -173,6 +173,8 @@ def _check_store(tracking_uri: str) -> bool:
         return False
     elapsed_ms = (time.perf_counter() - started) * 1000
     click.echo(f"  [ok] {shown} answers ({type(store).__name__}, {elapsed_ms:.0f} ms)")
+    if getattr(store, "_search_path", None) is False:
+        click.echo(f"  [slow] search_runs takes MLflow's own path here: run mlflow-team db upgrade {shown}")
     return True
 
 

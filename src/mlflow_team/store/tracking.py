@@ -44,8 +44,6 @@ class TeamTrackingStoreMixin(db.TeamStoreHooks):
             self._team_sessions and self.db_type == "sqlite" and not self.supports_workspaces
             and compat.use("lean")
         )
-        if self._team_sessions and db.in_memory(url):
-            search.create_indexes(self.engine)  # MLflow made this database just now, without it
         self._search_path = (
             self._team_sessions and not self.supports_workspaces and search.available(self.engine, self.team_uri)
         )
