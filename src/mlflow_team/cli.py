@@ -151,7 +151,7 @@ def _check_store(tracking_uri: str) -> bool:
     from mlflow.tracking._tracking_service.utils import _get_store
 
     from mlflow_team import redact
-    from mlflow_team.store import uri
+    from mlflow_team.store import search, uri
 
     shown = redact.mask_url(tracking_uri)
     if tracking_uri.startswith(uri.PREFIX) and tracking_uri.split(":", 1)[0] not in uri.TEAM_SCHEMES:
@@ -173,8 +173,9 @@ def _check_store(tracking_uri: str) -> bool:
         return False
     elapsed_ms = (time.perf_counter() - started) * 1000
     click.echo(f"  [ok] {shown} answers ({type(store).__name__}, {elapsed_ms:.0f} ms)")
-    if getattr(store, "_search_path", None) is False:
-        click.echo(f"  [slow] search_runs takes MLflow's own path here: run mlflow-team db upgrade {shown}")
+    if hasattr(store, "_search_path") and (lacking := search.missing_indexes(store.engine)):
+        click.echo(f"  [slow] search_runs takes MLflow's own path: the database lacks {', '.join(lacking)}; "
+                   f"run mlflow-team db upgrade {shown}")
     return True
 
 

@@ -64,12 +64,17 @@ def test_a_database_stock_made_keeps_mlflows_search_and_says_once_how_to_add_the
     assert not team._search_path
     assert _runs(team, experiment_id) == [run_id]  # MLflow's own search answers
 
+    doctor = CliRunner().invoke(cli, ["doctor", "--tracking-uri", f"team+{fresh_db}"])
+    assert "[slow] search_runs takes MLflow's own path" in doctor.output
+    assert "run mlflow-team db upgrade team+" in doctor.output
+
     result = CliRunner().invoke(cli, ["db", "upgrade", f"team+{fresh_db}"])
     assert result.exit_code == 0, result.output
     assert "search indexes are in place: team_runs_search" in result.output
     assert search.missing_indexes(_engine(fresh_db)) == []
     upgraded = TeamSqlAlchemyStore(f"team+{fresh_db}", tmp_path.as_uri())
     assert upgraded._search_path and _runs(upgraded, experiment_id) == [run_id]
+    assert "[slow]" not in CliRunner().invoke(cli, ["doctor", "--tracking-uri", f"team+{fresh_db}"]).output
 
 
 def test_the_indexes_survive_mlflows_own_migrations(tmp_path):
