@@ -127,7 +127,7 @@ def drop_indexes(conn: sa.engine.Connection) -> list[str]:
     dropped = []
     for table, name in INDEX_NAMES:
         if name in _present(conn, table):
-            TeamIndex(name, table, ("run_uuid",)).index().drop(conn)
+            TeamIndex(name, table, ("run_uuid",)).index().drop(conn)  # DROP INDEX needs the name (and table)
             dropped.append(name)
     return dropped
 
@@ -161,7 +161,7 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
 
     get_order = compat.get(f"{_STORE}:_get_orderby_clauses")
     get_filters = compat.get(f"{_STORE}:_get_sqlalchemy_filter_clauses")
-    models = compat.resolve("mlflow.store.tracking.dbmodels.models:SqlRun")
+    run = compat.resolve("mlflow.store.tracking.dbmodels.models:SqlRun")
 
     # The same checks, in the same order, as stock: the same errors.
     store._validate_max_results_param(max_results, allow_null=True)
@@ -175,7 +175,6 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
         offset = SearchUtils.parse_start_offset_from_page_token(page_token)
         experiment_ids = store._filter_experiment_ids(session, _parse_experiment_ids(experiment_ids))
 
-        run = models
         stmt = sa.select(run.run_uuid, *order_columns)
         for joined in order_joins:
             stmt = stmt.outerjoin(joined, run.run_uuid == joined.c.run_uuid)
@@ -183,7 +182,7 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
             run.experiment_id.in_(experiment_ids),
             run.lifecycle_stage.in_(stages),
             *attribute_filters,
-            *_semi_joins(entity_filters, _equalities(parsed), run, session.bind.dialect.name),
+            *_semi_joins(entity_filters, _equalities(parsed), run, store.db_type),
         ).order_by(*order_clauses).offset(offset)
         if max_results is not None:
             stmt = stmt.limit(max_results + 1)
