@@ -74,6 +74,8 @@ INDEXES = (
 )
 #: Every index name eject may find (whatever database made it).
 INDEX_NAMES = tuple(dict.fromkeys((ix.table, ix.name) for ix in INDEXES))
+#: An equality filter that names fewer runs than this is read off the value index (SQLite).
+_FEW = 2_000
 #: Run ids per ``IN (...)`` when a page is hydrated (SQLite's oldest limit is 999 variables).
 _CHUNK = 500
 _STORE = "mlflow.store.tracking.sqlalchemy_store"
@@ -182,7 +184,7 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
             run.experiment_id.in_(experiment_ids),
             run.lifecycle_stage.in_(stages),
             *attribute_filters,
-            *_semi_joins(entity_filters, _equalities(parsed), run, store.db_type),
+            *_semi_joins(session, entity_filters, _equalities(parsed), run, store.db_type),
         ).order_by(*order_clauses).offset(offset)
         if max_results is not None:
             stmt = stmt.limit(max_results + 1)
@@ -195,23 +197,32 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
         return _hydrate(store, session, run_ids), next_token
 
 
-def _semi_joins(subqueries: Sequence[Any], equalities: list[bool] | None, run: Any, dialect: str) -> list[Any]:
+def _semi_joins(session: Any, subqueries: Sequence[Any], equalities: list[bool] | None, run: Any,
+                dialect: str) -> list[Any]:
     """Stock's filter subqueries (``SELECT * FROM <table> WHERE key = ? AND <comparison>``), each
     as a semi-join of ``runs``: a correlated ``EXISTS`` on the table's ``(key, run_uuid)`` primary
-    key, or, for an equality on SQLite, ``run_uuid IN (...)`` read off the value index (SQLite
-    never turns an ``EXISTS`` around to start from the few rows an equality names; PostgreSQL
-    and MySQL plan both forms alike)."""
+    key, or ``run_uuid IN (...)`` read off the value index for an equality on SQLite that names
+    few runs (SQLite never turns an ``EXISTS`` around to start from those few rows, and a long
+    ``IN`` list costs more than the ``EXISTS`` probes it saves; PostgreSQL and MySQL plan both
+    forms alike, by their own statistics)."""
     if equalities is None or len(equalities) != len(subqueries):
         equalities = [False] * len(subqueries)  # not matched up: EXISTS is right for every filter
     clauses = []
     for subquery, equality in zip(subqueries, equalities):
         select = subquery.element
         (table,) = select.get_final_froms()
-        if equality and dialect == "sqlite" and table.name in ("tags", "params"):
+        if (equality and dialect == "sqlite" and table.name in ("tags", "params")
+                and _fewer_than(session, table, select.whereclause, _FEW)):
             clauses.append(run.run_uuid.in_(sa.select(table.c.run_uuid).where(select.whereclause)))
         else:
             clauses.append(sa.exists().where(table.c.run_uuid == run.run_uuid, select.whereclause))
     return clauses
+
+
+def _fewer_than(session: Any, table: Any, where: Any, limit: int) -> bool:
+    """Whether fewer than ``limit`` rows match (one look at the value index, at most ``limit`` rows)."""
+    capped = sa.select(sa.literal(1)).select_from(table).where(where).limit(limit).subquery()
+    return session.execute(sa.select(sa.func.count()).select_from(capped)).scalar() < limit
 
 
 def _equalities(parsed: list[dict]) -> list[bool] | None:
