@@ -8,8 +8,9 @@ against the same server on stock MLflow: time to the first rendered rows in head
 Needs selenium and Debian's ``chromium`` and ``chromium-driver`` (``/usr/bin/chromium``,
 ``/usr/bin/chromedriver``). The experiment ``nyc-taxi/duration`` of ``benchmarks/search_data.py``
 (searches of 50 hyperopt trials nested under a parent run, ``mlflow.parentRunId`` tags) is written
-once into ``<workdir>/runs-<n>.db`` (about 1.5 minutes for 100,000 runs; ``--workdir``, default
-``/tmp/mlflow-team-search-bench``) and reused by later runs. Each run of the benchmark copies that
+once into ``<workdir>/stock-runs-<n>.db`` (about 1.5 minutes for 100,000 runs; ``--workdir``,
+default ``/tmp/mlflow-team-search-bench``; bench_search.py's ``runs-<n>.db`` there carries the
+team indexes, so it is not shared) and reused by later runs. Each run of the benchmark copies that
 file twice: one copy as it is for stock, and one on which ``mlflow-team db upgrade`` adds the
 team store's search indexes, so both servers read the same rows.
 
@@ -50,6 +51,7 @@ exits 1 only if a page fails to show rows.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import platform
 import shutil
@@ -135,7 +137,7 @@ def dataset(workdir: Path, n: int) -> tuple[Path, str]:
     """The populated database for ``n`` runs (written once) and the big experiment's id."""
     from search_data import EXPERIMENT, populate
 
-    path = workdir / f"runs-{n}.db"
+    path = workdir / f"stock-runs-{n}.db"
     if not path.exists():
         partial = path.with_name(path.name + ".partial")
         partial.unlink(missing_ok=True)
@@ -237,6 +239,7 @@ def main() -> int:
     source, experiment_id = dataset(args.workdir, runs)
     folder = Path(tempfile.mkdtemp(prefix="run-", dir=args.workdir))
     stock_db, team_db = folder / "stock.db", folder / "team.db"
+    atexit.register(lambda: [copy.unlink() for copy in (*folder.glob("stock.db*"), *folder.glob("team.db*"))])
     shutil.copyfile(source, stock_db)
     shutil.copyfile(source, team_db)
     upgrade = subprocess.run([*team_cli(), "db", "upgrade", f"sqlite:///{team_db}"],
@@ -289,17 +292,17 @@ def main() -> int:
                     alone.setdefault((name, i), []).append(replay(urls[name], experiment_id, body))
     logs = {name: "".join(p.read_text(errors="replace") for p in (folder / name).glob("server-*.log"))
             for name in ("stock", "team")}
-    indexes = team_indexes(team_db)
-    for copy in (*folder.glob("stock.db*"), *folder.glob("team.db*")):  # with SQLite's -wal and -shm
-        copy.unlink()
+    indexes = {"stock": team_indexes(stock_db), "team": team_indexes(team_db)}
+    with sqlite3.connect(stock_db) as conn:
+        (in_experiment,) = conn.execute("SELECT count(*) FROM runs WHERE experiment_id = ?", (experiment_id,)).fetchone()
 
     print()
     print(f"MLflow {mlflow.__version__}, mlflow_team from {team_module}; Chromium {browser_version}; "
           f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}; "
           f"{platform.platform()}, {os.cpu_count()} CPUs")
-    print(f"experiment nyc-taxi/duration (id {experiment_id}): {runs:,} runs, searches of 50 trials nested "
-          f"under a parent; {source.stat().st_size / 1e6:.0f} MB database; team indexes: "
-          f"{', '.join(indexes) or 'none'}")
+    print(f"experiment nyc-taxi/duration (id {experiment_id}): {in_experiment:,} runs, searches of 50 trials "
+          f"nested under a parent; {stock_db.stat().st_size / 1e6:.0f} MB database; mlflow-team's indexes: "
+          f"stock copy {', '.join(indexes['stock']) or 'none'}, team copy {', '.join(indexes['team']) or 'none'}")
     if FALLBACK_WARNING in logs["team"]:
         print(f"WARNING: the team server fell back to MLflow's own search path (see {folder / 'team'})")
     else:
