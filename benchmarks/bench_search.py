@@ -168,7 +168,7 @@ def main() -> int:
     parser.add_argument("--sizes", default=None, help="comma-separated run counts (default 1000,10000,100000)")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="1,000 and 10,000 runs, 3 repetitions")
-    parser.add_argument("--workdir", default="/tmp/mlflow-team-search-bench")
+    parser.add_argument("--workdir", default="/tmp/mlflow-team-search-bench/search")
     args = parser.parse_args()
     quiet()
     from mlflow import MlflowClient
