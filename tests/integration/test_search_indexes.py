@@ -111,3 +111,31 @@ def test_the_indexes_survive_mlflows_own_migrations(tmp_path):
 def test_the_missing_index_message_names_the_command_and_eject():
     message = errors.SEARCH_INDEX_MISSING.format(uri="team+sqlite:///m.db", index="team_runs_search")
     assert "mlflow-team db upgrade" in message and "eject" in message and "team_runs_search" in message
+
+
+@pytest.mark.parametrize("fresh_db", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_eject_that_cannot_drop_the_indexes_says_the_rewrite_is_done_and_how_to_finish(fresh_db, tmp_path):
+    from mlflow_team.store.eject import EjectError, eject
+
+    TeamSqlAlchemyStore(f"team+{fresh_db}", tmp_path.as_uri()).create_experiment("eject/indexes")
+    engine = _engine(fresh_db)
+    with engine.begin() as conn:  # the database itself refuses DROP INDEX
+        conn.execute(sa.text(
+            "CREATE FUNCTION no_drop_index() RETURNS event_trigger AS $$ "
+            "BEGIN RAISE EXCEPTION 'index drops refused by a test trigger'; END $$ LANGUAGE plpgsql"
+        ))
+        conn.execute(sa.text(
+            "CREATE EVENT TRIGGER no_drop_index ON ddl_command_start WHEN TAG IN ('DROP INDEX') "
+            "EXECUTE FUNCTION no_drop_index()"
+        ))
+    try:
+        with pytest.raises(EjectError, match=r"rewrote every location, but dropping mlflow-team's search indexes "
+                                             r"\(team_runs_search, .*index drops refused by a test trigger"):
+            eject(f"team+{fresh_db}", apply=True)
+        assert search.missing_indexes(engine) == []  # nothing half-dropped
+        with engine.connect() as conn:  # the rewrite itself committed
+            locations = conn.execute(sa.text("SELECT artifact_location FROM experiments")).scalars().all()
+        assert locations and not any(loc.startswith("team+") for loc in locations)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP EVENT TRIGGER no_drop_index"))
