@@ -60,6 +60,11 @@ META_SHA256 = "sha256"
 #: Part size of a multipart upload whose composite SHA-256 S3 keeps.
 META_PART_SIZE = "sha256-part-size"
 _TEMP_PREFIX = ".artifact.downloading."
+#: Bodies up to this size go up without ``Expect: 100-continue`` (botocore asks for it on every
+#: PUT with a body), saving a round trip per small file; larger ones keep it, so that a refusal
+#: comes before the body is sent. The AWS SDK for Go does the same, with the same 2 MB threshold
+#: (``ContinueHeaderThresholdBytes``).
+CONTINUE_THRESHOLD = 2 * MB
 
 
 @lru_cache(maxsize=32)
@@ -72,7 +77,7 @@ def _client(endpoint, verify, addressing_style, signature_version, pool, credent
 
         signature_version = UNSIGNED
     access_key, secret_key, token = credentials
-    return boto3.client(
+    client = boto3.client(
         "s3",
         endpoint_url=endpoint,
         verify=verify,
@@ -88,6 +93,21 @@ def _client(endpoint, verify, addressing_style, signature_version, pool, credent
             read_timeout=120,
         ),
     )
+    # After botocore's own `before-call.s3` handler, which adds the header.
+    client.meta.events.register_last("before-call.s3", _no_continue_for_small_bodies)
+    return client
+
+
+def _no_continue_for_small_bodies(model, params, **kwargs) -> None:
+    """Drop ``Expect: 100-continue`` from a request whose body is at most ``CONTINUE_THRESHOLD``."""
+    headers = params.get("headers") or {}
+    if headers.get("Expect") != "100-continue":
+        return
+    from botocore.utils import determine_content_length
+
+    size = determine_content_length(params.get("body"))
+    if size is not None and size <= CONTINUE_THRESHOLD:
+        del headers["Expect"]
 
 
 class TeamS3ArtifactRepository(S3RecordsMixin, S3ArtifactRepository):
