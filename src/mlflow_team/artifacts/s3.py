@@ -305,8 +305,12 @@ class TeamS3ArtifactRepository(S3RecordsMixin, S3ArtifactRepository):
             except Exception as exc:
                 raise self._fail(exc, "upload", marker) from exc
         records: dict[str, str | None] = {}
+        leftovers: list[str] = []
 
-        def upload(job: tuple[str, str]) -> None:
+        def upload(job: tuple[str, str] | None) -> None:
+            if job is None:  # the folder's leftover markers, listed beside the first files
+                leftovers.extend(self._leftover_markers(bucket, base, marker, names))
+                return
             args = dict(common)
             guessed_type, guessed_encoding = guess_type(job[0])
             if guessed_type:
@@ -316,7 +320,7 @@ class TeamS3ArtifactRepository(S3RecordsMixin, S3ArtifactRepository):
             records[job[1]] = self._upload(job[0], bucket, job[1], args)
 
         try:
-            integrity.run_all(upload, jobs, self.max_workers)
+            integrity.run_all(upload, jobs if marker is None else [None, *jobs], self.max_workers)
         except BaseException:
             try:  # what did go up is recorded, even on a failure, which stays the error raised
                 self._record(bucket, records, common)
@@ -325,7 +329,7 @@ class TeamS3ArtifactRepository(S3RecordsMixin, S3ArtifactRepository):
             raise
         self._record(bucket, records, common)
         if marker is not None:
-            self._finish_folder(bucket, base, marker, names)
+            self._finish_folder(bucket, marker, leftovers)
 
     def upload_archived_trace_data_bytes(self, data: bytes) -> None:
         from mlflow.tracing.otel.otel_archival import TRACE_ARCHIVAL_FILENAME
