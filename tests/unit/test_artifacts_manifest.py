@@ -199,3 +199,42 @@ def test_a_leftover_s3_marker_refuses_the_folders_it_covers_until_the_folder_is_
     client.log_artifacts(run.info.run_id, str(src), "data")
     assert not any(incomplete.is_marker(info.path) for info in repo.list_artifacts("data"))
     repo.download_artifacts("data", str(out))
+
+
+def test_a_marker_that_appears_while_an_upload_runs_stays_for_the_upload_that_left_it(s3, run, tmp_path):
+    """The leftover markers a folder upload removes are those it found as it began: a marker
+    written later belongs to an upload still running."""
+    import threading
+
+    from mlflow_team.artifacts import incomplete
+
+    src = _tree(tmp_path)
+    files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file())
+    repo = TeamS3ArtifactRepository(run.info.artifact_uri)
+    folder = repo._key("data")[1]
+    listed, lock, late = threading.Event(), threading.Lock(), []
+
+    def after_listing(**kwargs):
+        listed.set()
+
+    def before_put(params, **kwargs):
+        if incomplete.is_marker(params["Key"]):
+            return
+        assert listed.wait(timeout=30), "the upload did not list the folder's markers before its files were stored"
+        with lock:
+            if not late:  # another upload into the folder starts now
+                late.append(f"{folder}/{incomplete.new_name()}")
+                s3.put_object(Bucket=BUCKET, Key=late[0], Body=incomplete.text("data", files))
+
+    client = repo._get_s3_client()
+    client.meta.events.register("after-call.s3.ListObjectsV2", after_listing, unique_id="test-late-list")
+    client.meta.events.register("before-parameter-build.s3.PutObject", before_put, unique_id="test-late-put")
+    try:
+        repo.log_artifacts(str(src), "data")
+    finally:
+        client.meta.events.unregister("after-call.s3.ListObjectsV2", unique_id="test-late-list")
+        client.meta.events.unregister("before-parameter-build.s3.PutObject", unique_id="test-late-put")
+    markers = [info.path for info in repo.list_artifacts("data") if incomplete.is_marker(info.path)]
+    assert markers == [f"data/{late[0].rsplit('/', 1)[-1]}"]
+    with pytest.raises(errors.ArtifactIncomplete, match="Downloading 'data' was refused: the upload into 'data'"):
+        repo.download_artifacts("data", str(tmp_path / "out"))

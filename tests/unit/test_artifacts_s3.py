@@ -236,6 +236,31 @@ def test_a_killed_multipart_upload_is_aborted_by_the_next_upload_and_by_clean_up
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
 
 
+def test_small_files_go_up_without_waiting_for_100_continue_and_larger_ones_still_wait(s3, run, tmp_path):
+    from mlflow_team.artifacts.s3 import CONTINUE_THRESHOLD
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "small.json").write_text("{}")
+    (src / "medium.bin").write_bytes(os.urandom(CONTINUE_THRESHOLD + 1))  # one request, over the threshold
+    repo = TeamS3ArtifactRepository(run.info.artifact_uri)
+    sent = {}
+
+    def seen(request, **kwargs):
+        if request.method == "PUT":
+            sent[request.url.rsplit("/", 1)[-1]] = request.headers.get("Expect")
+
+    client = repo._get_s3_client()
+    client.meta.events.register_first("before-send.s3", seen, unique_id="test-expect")  # before moto answers
+    try:
+        repo.log_artifacts(str(src))
+    finally:
+        client.meta.events.unregister("before-send.s3", unique_id="test-expect")
+    assert sent["small.json"] is None
+    assert sent["medium.bin"] == b"100-continue"
+    assert sorted(k.rsplit("/", 1)[-1] for k in _objects(s3)) == ["medium.bin", "small.json"]
+
+
 def test_object_tag_settings_are_validated(tmp_path, monkeypatch):
     from mlflow_team.config import load_policy_file
 

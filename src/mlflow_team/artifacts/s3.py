@@ -60,6 +60,11 @@ META_SHA256 = "sha256"
 #: Part size of a multipart upload whose composite SHA-256 S3 keeps.
 META_PART_SIZE = "sha256-part-size"
 _TEMP_PREFIX = ".artifact.downloading."
+#: Bodies up to this size go up without ``Expect: 100-continue`` (botocore asks for it on every
+#: PUT with a body), saving a round trip per small file; larger ones keep it, so that a refusal
+#: comes before the body is sent. The AWS SDK for Go does the same, with the same 2 MB threshold
+#: (``ContinueHeaderThresholdBytes``).
+CONTINUE_THRESHOLD = 2 * MB
 
 
 @lru_cache(maxsize=32)
@@ -72,7 +77,7 @@ def _client(endpoint, verify, addressing_style, signature_version, pool, credent
 
         signature_version = UNSIGNED
     access_key, secret_key, token = credentials
-    return boto3.client(
+    client = boto3.client(
         "s3",
         endpoint_url=endpoint,
         verify=verify,
@@ -88,6 +93,21 @@ def _client(endpoint, verify, addressing_style, signature_version, pool, credent
             read_timeout=120,
         ),
     )
+    # After botocore's own `before-call.s3` handler, which adds the header.
+    client.meta.events.register_last("before-call.s3", _no_continue_for_small_bodies)
+    return client
+
+
+def _no_continue_for_small_bodies(model, params, **kwargs) -> None:
+    """Drop ``Expect: 100-continue`` from a request whose body is at most ``CONTINUE_THRESHOLD``."""
+    headers = params.get("headers") or {}
+    if headers.get("Expect") != "100-continue":
+        return
+    from botocore.utils import determine_content_length
+
+    size = determine_content_length(params.get("body"))
+    if size is not None and size <= CONTINUE_THRESHOLD:
+        del headers["Expect"]
 
 
 class TeamS3ArtifactRepository(S3RecordsMixin, S3ArtifactRepository):
@@ -285,8 +305,12 @@ class TeamS3ArtifactRepository(S3RecordsMixin, S3ArtifactRepository):
             except Exception as exc:
                 raise self._fail(exc, "upload", marker) from exc
         records: dict[str, str | None] = {}
+        leftovers: list[str] = []
 
-        def upload(job: tuple[str, str]) -> None:
+        def upload(job: tuple[str, str] | None) -> None:
+            if job is None:  # the folder's leftover markers, listed beside the first files
+                leftovers.extend(self._leftover_markers(bucket, base, marker, names))
+                return
             args = dict(common)
             guessed_type, guessed_encoding = guess_type(job[0])
             if guessed_type:
@@ -296,7 +320,7 @@ class TeamS3ArtifactRepository(S3RecordsMixin, S3ArtifactRepository):
             records[job[1]] = self._upload(job[0], bucket, job[1], args)
 
         try:
-            integrity.run_all(upload, jobs, self.max_workers)
+            integrity.run_all(upload, jobs if marker is None else [None, *jobs], self.max_workers)
         except BaseException:
             try:  # what did go up is recorded, even on a failure, which stays the error raised
                 self._record(bucket, records, common)
@@ -305,7 +329,7 @@ class TeamS3ArtifactRepository(S3RecordsMixin, S3ArtifactRepository):
             raise
         self._record(bucket, records, common)
         if marker is not None:
-            self._finish_folder(bucket, base, marker, names)
+            self._finish_folder(bucket, marker, leftovers)
 
     def upload_archived_trace_data_bytes(self, data: bytes) -> None:
         from mlflow.tracing.otel.otel_archival import TRACE_ARCHIVAL_FILENAME

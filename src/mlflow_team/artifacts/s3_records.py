@@ -32,12 +32,16 @@ class S3RecordsMixin:
             except Exception as exc:
                 raise self._fail(exc, "upload", key) from exc
 
-    def _finish_folder(self, bucket: str, base: str, marker: str, names: set[str]) -> None:
-        """Remove this upload's marker, and leftover ones whose files this upload all stored."""
+    def _leftover_markers(self, bucket: str, base: str, marker: str, names: set[str]) -> list[str]:
+        """Markers already in the folder (not ``marker``) whose files are all among ``names``.
+
+        Read as the upload starts, beside its first files: a marker that appears later belongs to
+        an upload that is still running, and stays.
+        """
         client = self._get_s3_client()
+        prefix = (base + "/" if base else "") + incomplete.PREFIX
+        found = []
         try:
-            prefix = (base + "/" if base else "") + incomplete.PREFIX
-            done = [marker]
             for page in client.get_paginator("list_objects_v2").paginate(
                 Bucket=bucket, Prefix=prefix, Delimiter="/", **self._bucket_owner_params
             ):
@@ -46,9 +50,17 @@ class S3RecordsMixin:
                         continue
                     body = client.get_object(Bucket=bucket, Key=item["Key"], **self._bucket_owner_params)["Body"].read()
                     if incomplete.listed(body) <= names:
-                        done.append(item["Key"])
-            client.delete_objects(
-                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in done], "Quiet": True}, **self._bucket_owner_params
+                        found.append(item["Key"])
+        except Exception as exc:
+            raise self._fail(exc, "upload", marker) from exc
+        return found
+
+    def _finish_folder(self, bucket: str, marker: str, leftovers: list[str]) -> None:
+        """Remove this upload's marker, and the leftover ones whose files this upload all stored."""
+        try:
+            self._get_s3_client().delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in [marker, *leftovers]], "Quiet": True},
+                **self._bucket_owner_params,
             )
         except Exception as exc:
             raise self._fail(exc, "upload", marker) from exc
