@@ -160,6 +160,8 @@ ORDERS = [
     ["attributes.end_time"],
     ["attributes.run_name DESC"],
     ["start_time"],
+    ["created DESC"],
+    ["attribute.start_time DESC"],
     ["metrics.training_time DESC", "params.max_depth ASC", "attributes.status"],
 ]
 
@@ -209,7 +211,7 @@ def test_every_filter_and_order_answers_what_stock_answers(searched):
 @pytest.mark.parametrize("max_results", [1, 7, 50])
 def test_pages_and_their_tokens_are_stocks(searched, max_results):
     stock, team, experiment_id, _ = searched
-    for filter_string, order_by in [("", None), ("metrics.rmse < 7", ["metrics.rmse"]),
+    for filter_string, order_by in [("", None), ("", ["attributes.start_time DESC"]), ("metrics.rmse < 7", ["metrics.rmse"]),
                                     ("tags.model = 'xgboost'", ["params.max_depth DESC", "start_time"])]:
         args = ([experiment_id], filter_string, ViewType.ACTIVE_ONLY, max_results, order_by)
         assert _walk(team, *args) == _walk(stock, *args), (filter_string, order_by)
@@ -219,7 +221,8 @@ def test_pages_and_their_tokens_are_stocks(searched, max_results):
 def test_view_types_and_several_experiments_are_stocks(searched, view):
     stock, team, experiment_id, other_id = searched
     for ids in ([experiment_id], [experiment_id, other_id], [other_id]):
-        for filter_string, order_by in [("", None), ("params.objective = 'reg:linear'", ["metrics.rmse DESC"])]:
+        for filter_string, order_by in [("", None), ("", ["start_time DESC"]),
+                                        ("params.objective = 'reg:linear'", ["metrics.rmse DESC"])]:
             args = (ids, filter_string, view, 100, order_by)
             assert _walk(team, *args) == _walk(stock, *args), (ids, filter_string, view)
 

@@ -48,25 +48,38 @@ class TeamIndex:
 
     name: str
     table: str
-    columns: tuple[str, ...]
+    columns: tuple[str, ...]  # "start_time DESC" / "start_time DESC NULLS LAST": a column in that order
     dialects: tuple[str, ...] = ("sqlite", "postgresql", "mysql")
     postgresql_using: str | None = None
 
     def index(self) -> sa.Index:
-        table = sa.Table(self.table, sa.MetaData(), *(sa.Column(c) for c in self.columns))
+        names = [c.split()[0] for c in self.columns]
+        table = sa.Table(self.table, sa.MetaData(), *(sa.Column(n) for n in names))
         extra = {"postgresql_using": self.postgresql_using} if self.postgresql_using else {}
-        return sa.Index(self.name, *(table.c[c] for c in self.columns), **extra)
+        return sa.Index(self.name, *(self._expression(table.c[n], c) for n, c in zip(names, self.columns)), **extra)
+
+    @staticmethod
+    def _expression(column: Any, spec: str) -> Any:
+        if spec.endswith("DESC NULLS LAST"):
+            return column.desc().nulls_last()
+        return column.desc() if spec.endswith("DESC") else column
 
 
 #: The accelerator's indexes, by database. ``runs`` has no index on ``experiment_id`` in MLflow's
-#: schema: this one covers a search's stage, experiment and default order (``lifecycle_stage``
-#: first, so that MySQL never takes it for the foreign key's index on ``experiment_id``, which
-#: it would then drop, and refuse to let eject drop this one). Tag and param values
+#: schema: this one covers a search's stage, experiment and newest-first order, which a page of
+#: the UI then reads off the index without sorting the experiment (``lifecycle_stage`` first, so
+#: that MySQL never takes it for the foreign key's index on ``experiment_id``, which it would then
+#: drop, and refuse to let eject drop this one). Tag and param values
 #: get one for equality filters (``tags.mlflow.parentRunId = '...'``, what the UI asks to expand a
 #: parent): a b-tree on SQLite, a hash index on PostgreSQL (a b-tree there refuses values longer
 #: than about 2,700 bytes, and MLflow accepts 8,000), none on MySQL/MariaDB.
 INDEXES = (
-    TeamIndex("team_runs_search", "runs", ("lifecycle_stage", "experiment_id", "start_time", "run_uuid")),
+    TeamIndex("team_runs_search", "runs", ("lifecycle_stage", "experiment_id", "start_time DESC", "run_uuid"),
+              ("sqlite",)),
+    TeamIndex("team_runs_search", "runs",
+              ("lifecycle_stage", "experiment_id", "start_time DESC NULLS LAST", "run_uuid"), ("postgresql",)),
+    TeamIndex("team_runs_search", "runs", ("lifecycle_stage", "experiment_id", "start_time", "run_uuid"),
+              ("mysql",)),
     TeamIndex("team_tags_value", "tags", ("key", "value"), ("sqlite",)),
     TeamIndex("team_params_value", "params", ("key", "value"), ("sqlite",)),
     TeamIndex("team_tags_value", "tags", ("value",), ("postgresql",), postgresql_using="hash"),
@@ -185,7 +198,7 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
             run.lifecycle_stage.in_(stages),
             *attribute_filters,
             *_semi_joins(session, entity_filters, _equalities(parsed), run, store.db_type),
-        ).order_by(*order_clauses).offset(offset)
+        ).order_by(*(_newest_first(order_by, run, store.db_type) or order_clauses)).offset(offset)
         if max_results is not None:
             stmt = stmt.limit(max_results + 1)
         run_ids = [row[0] for row in session.execute(stmt)]
@@ -195,6 +208,26 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
             next_token = SearchUtils.create_page_token(offset + max_results)
             run_ids = run_ids[:max_results]
         return _hydrate(store, session, run_ids), next_token
+
+
+def _newest_first(order_by: list[str] | None, run: Any, dialect: str) -> list[Any] | None:
+    """For ``order_by=["attributes.start_time DESC"]`` (the UI's runs page): stock's clauses,
+    ``CASE WHEN start_time IS NULL THEN 1 ELSE 0 END, start_time DESC, run_uuid``, spelled as the
+    index's order, ``start_time DESC NULLS LAST, run_uuid``: the same order (runs without a start
+    time last), read off :data:`INDEXES`' runs index instead of sorting every run. SQLite puts
+    NULL last in a descending order by itself; MySQL has no ``NULLS LAST`` (stock's clauses)."""
+    from mlflow.utils.search_utils import SearchUtils
+
+    if dialect not in ("sqlite", "postgresql") or not order_by or len(order_by) != 1:
+        return None
+    key_type, key, ascending = SearchUtils.parse_order_by_for_search_runs(order_by[0])
+    if ascending or SearchUtils.translate_key_alias(key) != "start_time" or not (
+        SearchUtils.is_string_attribute(key_type, "start_time", "=")
+        or SearchUtils.is_numeric_attribute(key_type, "start_time", "=")
+    ):
+        return None
+    newest = run.start_time.desc()
+    return [newest.nulls_last() if dialect == "postgresql" else newest, run.run_uuid]
 
 
 def _semi_joins(session: Any, subqueries: Sequence[Any], equalities: list[bool] | None, run: Any,
