@@ -204,6 +204,28 @@ def fresh_db(request, tmp_path):
     admin.close()
 
 
+@pytest.fixture
+def old_database(tmp_path):
+    """A database one migration behind MLflow's head, as an older MLflow would leave it."""
+    from alembic import command
+    from mlflow.store.db.utils import (
+        _get_alembic_config, _get_latest_schema_revision, _get_schema_version, create_sqlalchemy_engine,
+    )
+
+    from mlflow_team.store import db
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    db.upgrade(url)  # create it at head with MLflow's own migrations
+    engine = create_sqlalchemy_engine(url)
+    config = _get_alembic_config(url)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "-1")
+    assert _get_schema_version(engine) != _get_latest_schema_revision()
+    engine.dispose()
+    return url
+
+
 def _dispose_engines():
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 

@@ -5,32 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from alembic import command
 from click.testing import CliRunner
-from mlflow.store.db.utils import _get_alembic_config, _get_latest_schema_revision, _get_schema_version
 
 from mlflow_team import errors
-from mlflow_team.store import db
 from mlflow_team.cli import cli
 from mlflow_team.store.tracking import TeamSqlAlchemyStore
 from tests.helpers.server import run_server_expecting_failure
-
-
-@pytest.fixture
-def old_database(tmp_path):
-    """A database one migration behind MLflow's head, as an older MLflow would leave it."""
-    from mlflow.store.db.utils import create_sqlalchemy_engine
-
-    url = f"sqlite:///{tmp_path}/old.db"
-    db.upgrade(url)  # create it at head with MLflow's own migrations
-    engine = create_sqlalchemy_engine(url)
-    config = _get_alembic_config(url)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, "-1")
-    assert _get_schema_version(engine) != _get_latest_schema_revision()
-    engine.dispose()
-    return url
 
 
 def test_store_on_an_old_schema_names_the_upgrade_command(old_database):
