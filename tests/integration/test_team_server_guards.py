@@ -71,6 +71,18 @@ def _log_run(experiment_id: str, text: str) -> mlflow.entities.Run:
 # --- deletions --------------------------------------------------------------------------------
 
 
+def _runs_and_a_model(tmp_path: Path, first: str, second: str):
+    """A new experiment with two runs (notes/a.txt and b.txt holding each one's text) and a logged model
+    with one file of weights: (experiment id, first run, second run, model)."""
+    experiment_id = MlflowClient().create_experiment(unique("guards"))
+    run, other = _log_run(experiment_id, first), _log_run(experiment_id, second)
+    model = MlflowClient().create_logged_model(experiment_id)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "w.bin").write_bytes(b"\x00" * 64)
+    MlflowClient().log_model_artifacts(model.model_id, str(tmp_path / "weights"))
+    return experiment_id, run, other, model
+
+
 @pytest.fixture(scope="module")
 def _local_server(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("guards-local")
@@ -89,13 +101,7 @@ def local_server(_local_server):
 
 def test_wide_deletions_through_the_proxy_are_refused_and_delete_nothing(local_server, tmp_path):
     url, root = local_server
-    experiment_id = MlflowClient().create_experiment(unique("guards"))
-    run = _log_run(experiment_id, "kept")
-    other = _log_run(experiment_id, "also kept")
-    model = MlflowClient().create_logged_model(experiment_id)
-    (tmp_path / "weights").mkdir()
-    (tmp_path / "weights" / "w.bin").write_bytes(b"\x00" * 64)
-    MlflowClient().log_model_artifacts(model.model_id, str(tmp_path / "weights"))
+    experiment_id, run, other, model = _runs_and_a_model(tmp_path, "kept", "also kept")
     before = _files(root)
     run_root = f"{experiment_id}/{run.info.run_id}"
     assert f"{run_root}/artifacts/notes/a.txt" in before
@@ -119,13 +125,7 @@ def test_wide_deletions_through_the_proxy_are_refused_and_delete_nothing(local_s
 
 def test_deleting_inside_one_run_or_model_through_the_proxy_still_works(local_server, tmp_path):
     url, root = local_server
-    experiment_id = MlflowClient().create_experiment(unique("guards"))
-    run = _log_run(experiment_id, "to delete")
-    other = _log_run(experiment_id, "kept")
-    model = MlflowClient().create_logged_model(experiment_id)
-    (tmp_path / "weights").mkdir()
-    (tmp_path / "weights" / "w.bin").write_bytes(b"\x01" * 64)
-    MlflowClient().log_model_artifacts(model.model_id, str(tmp_path / "weights"))
+    experiment_id, run, other, model = _runs_and_a_model(tmp_path, "to delete", "kept")
 
     repository = get_artifact_repository(run.info.artifact_uri)
     repository.delete_artifacts("notes/a.txt")  # one file
