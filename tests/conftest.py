@@ -89,16 +89,28 @@ def _no_policy_leaks(monkeypatch, tmp_path):
     _clear_store_caches()
     yield
     _clear_store_caches()
+    # MLflow's own setters also write the environment (for subprocesses) and never unset it: a
+    # variable this fixture removed that is back now was put there by the test. Removed here,
+    # because monkeypatch only restores what it recorded, and it recorded nothing for an unset
+    # variable; a leaked MLFLOW_EXPERIMENT_ID would send a later test's clients to an experiment
+    # id of another database.
+    for name in _SET_BY_MLFLOW:
+        os.environ.pop(name, None)
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _no_uri_leaks_between_modules():
-    """``mlflow.set_tracking_uri``/``set_registry_uri`` also set MLFLOW_TRACKING_URI/REGISTRY_URI
-    (for subprocesses) and never unset them; a module-scoped fixture's calls would otherwise
-    reach the next module's subprocesses (servers, the demo) through the environment."""
+    """``mlflow.set_tracking_uri``/``set_registry_uri``/``set_experiment`` also set
+    MLFLOW_TRACKING_URI/REGISTRY_URI/EXPERIMENT_ID (for subprocesses) and never unset them; a
+    module-scoped fixture's calls would otherwise reach the next module's subprocesses (servers,
+    the demo) through the environment."""
     yield
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+    for name in _SET_BY_MLFLOW:
         os.environ.pop(name, None)
+
+
+# set_tracking_uri, set_registry_uri and set_experiment write these (mlflow/tracking/fluent.py)
+_SET_BY_MLFLOW = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
 
 
 def _clear_store_caches():
