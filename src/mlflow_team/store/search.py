@@ -75,7 +75,9 @@ class TeamIndex:
 #: drop, and refuse to let eject drop this one). Tag and param values
 #: get one for equality filters (``tags.mlflow.parentRunId = '...'``, what the UI asks to expand a
 #: parent): a b-tree on SQLite, a hash index on PostgreSQL (a b-tree there refuses values longer
-#: than about 2,700 bytes, and MLflow accepts 8,000), none on MySQL/MariaDB.
+#: than about 2,700 bytes, and MLflow accepts 8,000), none on MySQL/MariaDB. Latest metric values
+#: get one in a search's order (``order_by=["metrics.rmse"]``, the course's best run): the page's
+#: first runs are read off it, and the search stops once it has a page (:func:`_metric_first`).
 INDEXES = (
     TeamIndex("team_runs_search", "runs", ("lifecycle_stage", "experiment_id", "start_time DESC", "run_uuid"),
               ("sqlite",)),
@@ -87,6 +89,7 @@ INDEXES = (
     TeamIndex("team_params_value", "params", ("key", "value"), ("sqlite",)),
     TeamIndex("team_tags_value", "tags", ("value",), ("postgresql",), postgresql_using="hash"),
     TeamIndex("team_params_value", "params", ("value",), ("postgresql",), postgresql_using="hash"),
+    TeamIndex("team_metrics_order", "latest_metrics", ("key", "is_nan", "value"), ("sqlite", "postgresql")),
 )
 #: Every index name eject may find (whatever database made it).
 INDEX_NAMES = tuple(dict.fromkeys((ix.table, ix.name) for ix in INDEXES))
@@ -193,18 +196,31 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
         offset = SearchUtils.parse_start_offset_from_page_token(page_token)
         experiment_ids = store._filter_experiment_ids(session, _parse_experiment_ids(experiment_ids))
 
-        stmt = sa.select(run.run_uuid, *order_columns)
-        for joined in order_joins:
-            stmt = stmt.outerjoin(joined, run.run_uuid == joined.c.run_uuid)
-        stmt = stmt.where(
+        where = (
             run.experiment_id.in_(experiment_ids),
             run.lifecycle_stage.in_(stages),
             *attribute_filters,
             *_semi_joins(session, entity_filters, _equalities(parsed), run, store.db_type),
-        ).order_by(*(_newest_first(order_by, run, store.db_type) or order_clauses)).offset(offset)
-        if max_results is not None:
-            stmt = stmt.limit(max_results + 1)
-        run_ids = [row[0] for row in session.execute(stmt)]
+        )
+        run_ids = None
+        first = _metric_first(order_by, run, store.db_type) if max_results is not None else None
+        if first is not None:
+            values, order = first
+            stmt = sa.select(run.run_uuid).join(values, values.c.run_uuid == run.run_uuid).where(
+                values.c.key == order[0], values.c.is_nan == sa.false(), *where,
+            ).order_by(*order[1:]).offset(offset).limit(max_results + 1)
+            run_ids = [row[0] for row in session.execute(stmt)]
+            if len(run_ids) < max_results + 1:
+                run_ids = None  # the page reaches past the runs with a value: stock's whole order
+        if run_ids is None:
+            stmt = sa.select(run.run_uuid, *order_columns)
+            for joined in order_joins:
+                stmt = stmt.outerjoin(joined, run.run_uuid == joined.c.run_uuid)
+            stmt = stmt.where(*where).order_by(*(_newest_first(order_by, run, store.db_type) or order_clauses))
+            stmt = stmt.offset(offset)
+            if max_results is not None:
+                stmt = stmt.limit(max_results + 1)
+            run_ids = [row[0] for row in session.execute(stmt)]
 
         next_token = None
         if max_results is not None and len(run_ids) == max_results + 1:
@@ -232,6 +248,32 @@ def _newest_first(order_by: list[str] | None, run: Any, dialect: str) -> list[An
         return None
     newest = run.start_time.desc()
     return [newest.nulls_last() if dialect == "postgresql" else newest, run.run_uuid]
+
+
+_LATEST = sa.table("latest_metrics", *(sa.column(c) for c in ("key", "value", "is_nan", "run_uuid")))
+
+
+def _metric_first(order_by: list[str] | None, run: Any, dialect: str) -> tuple[Any, list[Any]] | None:
+    """For ``order_by=["metrics.<key> [ASC|DESC]"]``: the metric's latest values and the order of
+    the runs that have a number for it, ``[<key>, value, start_time DESC, run_uuid]``.
+
+    Stock's order is ``CASE WHEN is_nan THEN 1 WHEN value IS NULL THEN 2 ELSE 0 END, value,
+    start_time DESC, run_uuid``: runs with a number first, by value, then NaN, then runs without
+    the metric. A page inside the first group is therefore that group's window, which the
+    ``team_metrics_order`` index ``(key, is_nan, value)`` hands over in order: the database walks
+    it from the best value and stops at the page's last run instead of joining and sorting every
+    matching run. A page that reaches past the group (fewer rows than asked) is answered again by
+    stock's whole order. SQLite and PostgreSQL (MySQL has no such index here)."""
+    from mlflow.utils.search_utils import SearchUtils
+
+    if dialect not in ("sqlite", "postgresql") or not order_by or len(order_by) != 1:
+        return None
+    key_type, key, ascending = SearchUtils.parse_order_by_for_search_runs(order_by[0])
+    if not SearchUtils.is_metric(key_type, "="):
+        return None
+    values = _LATEST.alias("team_order")
+    key = SearchUtils.translate_key_alias(key)  # stock's, for every key type ("metrics.created")
+    return values, [key, values.c.value if ascending else values.c.value.desc(), run.start_time.desc(), run.run_uuid]
 
 
 _PAUSE_LOCK = threading.Lock()
