@@ -34,6 +34,8 @@ def _generate(store, experiment_id: str, other_id: str, rng: random.Random) -> N
         parent = store.create_run(experiment_id, "alexa", t, [RunTag("model", "xgboost")], f"search-{search}")
         pid = parent.info.run_id
         store.log_batch(pid, [Metric("best_rmse", 5.0 + search / 10, t, 0)], [Param("algo", "tpe")], [])
+        if search == 1:  # values longer than PostgreSQL's ordered param/tag indexes take
+            store.log_batch(pid, [], [Param("objective", "reg:" + "x" * 3000)], [RunTag("note", "long " * 700)])
         for trial in range(30):
             t += rng.choice((0, 0, 1, 7, 1_000))  # ties on purpose
             tags = [RunTag("mlflow.parentRunId", pid), RunTag("developer", rng.choice(DEVELOPERS)),
@@ -163,6 +165,8 @@ ORDERS = [
     ["created DESC"],
     ["attribute.start_time DESC"],
     ["metrics.training_time DESC", "params.max_depth ASC", "attributes.status"],
+    ["tags.developer"],
+    ["tags.note DESC"],
 ]
 
 
@@ -201,11 +205,12 @@ def test_every_filter_and_order_answers_what_stock_answers(searched):
     stock, team, experiment_id, _ = searched
     for i, filter_string in enumerate(FILTERS):
         for order_by in (ORDERS[i % len(ORDERS)], ORDERS[(i * 5 + 3) % len(ORDERS)]):
-            args = ([experiment_id], filter_string, ViewType.ACTIVE_ONLY, 1000, order_by, None)
-            want = stock.search_runs(*args)
-            got = team.search_runs(*args)
-            assert [_view(r) for r in got] == [_view(r) for r in want], (filter_string, order_by)
-            assert got.token == want.token
+            for max_results in (1000, 10):  # every run; a first page (read off an index where one fits)
+                args = ([experiment_id], filter_string, ViewType.ACTIVE_ONLY, max_results, order_by, None)
+                want = stock.search_runs(*args)
+                got = team.search_runs(*args)
+                assert [_view(r) for r in got] == [_view(r) for r in want], (filter_string, order_by, max_results)
+                assert got.token == want.token
 
 
 @pytest.mark.parametrize("max_results", [1, 7, 50])
@@ -214,7 +219,8 @@ def test_pages_and_their_tokens_are_stocks(searched, max_results):
     for filter_string, order_by in [("", None), ("", ["attributes.start_time DESC"]), ("metrics.rmse < 7", ["metrics.rmse"]),
                                     ("tags.model = 'xgboost'", ["params.max_depth DESC", "start_time"]),
                                     # pages from the runs with a number into NaN, then runs without rmse
-                                    ("", ["metrics.rmse DESC"])]:
+                                    ("", ["metrics.rmse DESC"]), ("", ["params.learning_rate DESC"]),
+                                    ("", ["tags.developer"]), ("", ["params.objective"]), ("", ["tags.note DESC"])]:
         args = ([experiment_id], filter_string, ViewType.ACTIVE_ONLY, max_results, order_by)
         assert _walk(team, *args) == _walk(stock, *args), (filter_string, order_by)
 

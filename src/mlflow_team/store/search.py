@@ -54,11 +54,14 @@ class TeamIndex:
     columns: tuple[str, ...]  # "start_time DESC" / "start_time DESC NULLS LAST": a column in that order
     dialects: tuple[str, ...] = ("sqlite", "postgresql", "mysql")
     postgresql_using: str | None = None
+    postgresql_where: str | None = None  # a partial index: the rows it holds (SQL)
 
     def index(self) -> sa.Index:
         names = [c.split()[0] for c in self.columns]
         table = sa.Table(self.table, sa.MetaData(), *(sa.Column(n) for n in names))
-        extra = {"postgresql_using": self.postgresql_using} if self.postgresql_using else {}
+        extra: dict[str, Any] = {"postgresql_using": self.postgresql_using} if self.postgresql_using else {}
+        if self.postgresql_where:
+            extra["postgresql_where"] = sa.text(self.postgresql_where)
         return sa.Index(self.name, *(self._expression(table.c[n], c) for n, c in zip(names, self.columns)), **extra)
 
     @staticmethod
@@ -68,6 +71,13 @@ class TeamIndex:
         return column.desc() if spec.endswith("DESC") else column
 
 
+#: A PostgreSQL b-tree entry holds at most ~2,700 bytes: param and tag values in a search's order
+#: are indexed up to 1,500 bytes (plus a key of at most 250 characters), and the keys that have a
+#: longer value somewhere are indexed apart, so that a search knows when the first index is not
+#: the whole story.
+_SHORT = "octet_length(value) <= 1500"
+_LONG = "octet_length(value) > 1500"
+
 #: The accelerator's indexes, by database. ``runs`` has no index on ``experiment_id`` in MLflow's
 #: schema: this one covers a search's stage, experiment and newest-first order, which a page of
 #: the UI then reads off the index without sorting the experiment (``lifecycle_stage`` first, so
@@ -76,8 +86,9 @@ class TeamIndex:
 #: get one for equality filters (``tags.mlflow.parentRunId = '...'``, what the UI asks to expand a
 #: parent): a b-tree on SQLite, a hash index on PostgreSQL (a b-tree there refuses values longer
 #: than about 2,700 bytes, and MLflow accepts 8,000), none on MySQL/MariaDB. Latest metric values
-#: get one in a search's order (``order_by=["metrics.rmse"]``, the course's best run): the page's
-#: first runs are read off it, and the search stops once it has a page (:func:`_metric_first`).
+#: get one in a search's order (``order_by=["metrics.rmse"]``, the course's best run), and so do
+#: param and tag values on PostgreSQL (on SQLite the value indexes above are in that order): the
+#: page's runs are read off it, and the search stops once it has a page (:func:`_ordered_first`).
 INDEXES = (
     TeamIndex("team_runs_search", "runs", ("lifecycle_stage", "experiment_id", "start_time DESC", "run_uuid"),
               ("sqlite",)),
@@ -90,6 +101,10 @@ INDEXES = (
     TeamIndex("team_tags_value", "tags", ("value",), ("postgresql",), postgresql_using="hash"),
     TeamIndex("team_params_value", "params", ("value",), ("postgresql",), postgresql_using="hash"),
     TeamIndex("team_metrics_order", "latest_metrics", ("key", "is_nan", "value"), ("sqlite", "postgresql")),
+    TeamIndex("team_params_order", "params", ("key", "value"), ("postgresql",), postgresql_where=_SHORT),
+    TeamIndex("team_params_long", "params", ("key",), ("postgresql",), postgresql_where=_LONG),
+    TeamIndex("team_tags_order", "tags", ("key", "value"), ("postgresql",), postgresql_where=_SHORT),
+    TeamIndex("team_tags_long", "tags", ("key",), ("postgresql",), postgresql_where=_LONG),
 )
 #: Every index name eject may find (whatever database made it).
 INDEX_NAMES = tuple(dict.fromkeys((ix.table, ix.name) for ix in INDEXES))
@@ -203,12 +218,12 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
             *_semi_joins(session, entity_filters, _equalities(parsed), run, store.db_type),
         )
         run_ids = None
-        first = _metric_first(order_by, run, store.db_type) if max_results is not None else None
+        first = _ordered_first(order_by, run, store.db_type) if max_results is not None else None
         if first is not None:
-            values, order = first
+            values, conditions, order = first
             stmt = sa.select(run.run_uuid).join(values, values.c.run_uuid == run.run_uuid).where(
-                values.c.key == order[0], values.c.is_nan == sa.false(), *where,
-            ).order_by(*order[1:]).offset(offset).limit(max_results + 1)
+                *conditions, *where,
+            ).order_by(*order).offset(offset).limit(max_results + 1)
             run_ids = [row[0] for row in session.execute(stmt)]
             if len(run_ids) < max_results + 1:
                 run_ids = None  # the page reaches past the runs with a value: stock's whole order
@@ -250,30 +265,48 @@ def _newest_first(order_by: list[str] | None, run: Any, dialect: str) -> list[An
     return [newest.nulls_last() if dialect == "postgresql" else newest, run.run_uuid]
 
 
-_LATEST = sa.table("latest_metrics", *(sa.column(c) for c in ("key", "value", "is_nan", "run_uuid")))
+_TABLES = {
+    "metric": sa.table("latest_metrics", *(sa.column(c) for c in ("key", "value", "is_nan", "run_uuid"))),
+    "param": sa.table("params", *(sa.column(c) for c in ("key", "value", "run_uuid"))),
+    "tag": sa.table("tags", *(sa.column(c) for c in ("key", "value", "run_uuid"))),
+}
 
 
-def _metric_first(order_by: list[str] | None, run: Any, dialect: str) -> tuple[Any, list[Any]] | None:
-    """For ``order_by=["metrics.<key> [ASC|DESC]"]``: the metric's latest values and the order of
-    the runs that have a number for it, ``[<key>, value, start_time DESC, run_uuid]``.
+def _ordered_first(order_by: list[str] | None, run: Any, dialect: str) -> tuple[Any, list, list] | None:
+    """For ``order_by=["metrics|params|tags.<key> [ASC|DESC]"]``: the table of the key's values, the
+    conditions of the runs that have a value for it, and their order ``value, start_time DESC,
+    run_uuid``.
 
     Stock's order is ``CASE WHEN is_nan THEN 1 WHEN value IS NULL THEN 2 ELSE 0 END, value,
-    start_time DESC, run_uuid``: runs with a number first, by value, then NaN, then runs without
-    the metric. A page inside the first group is therefore that group's window, which the
-    ``team_metrics_order`` index ``(key, is_nan, value)`` hands over in order: the database walks
-    it from the best value and stops at the page's last run instead of joining and sorting every
-    matching run. A page that reaches past the group (fewer rows than asked) is answered again by
-    stock's whole order. SQLite and PostgreSQL (MySQL has no such index here)."""
+    start_time DESC, run_uuid`` (params and tags: ``CASE WHEN value IS NULL THEN 1 ELSE 0 END``):
+    runs with a value first, by value, then (metrics) NaN, then runs without the key. A page inside
+    the first group is that group's window, which an index on ``(key, [is_nan,] value)`` hands over
+    in order: the database walks it from the first value and stops at the page's last run instead
+    of joining and sorting every matching run. A page that reaches past the group (fewer rows than
+    asked) is answered again by stock's whole order. On PostgreSQL the param and tag index holds
+    values up to 1,500 bytes: where the key has a longer value, the statement finds nothing (one
+    look at ``team_*_long``) and stock's order answers. SQLite and PostgreSQL."""
     from mlflow.utils.search_utils import SearchUtils
 
     if dialect not in ("sqlite", "postgresql") or not order_by or len(order_by) != 1:
         return None
     key_type, key, ascending = SearchUtils.parse_order_by_for_search_runs(order_by[0])
-    if not SearchUtils.is_metric(key_type, "="):
+    kind = next((k for k, is_kind in (("metric", SearchUtils.is_metric), ("param", SearchUtils.is_param),
+                                      ("tag", SearchUtils.is_tag)) if is_kind(key_type, "=")), None)
+    if kind is None:
         return None
-    values = _LATEST.alias("team_order")
     key = SearchUtils.translate_key_alias(key)  # stock's, for every key type ("metrics.created")
-    return values, [key, values.c.value if ascending else values.c.value.desc(), run.start_time.desc(), run.run_uuid]
+    table = _TABLES[kind]
+    values = table.alias("team_order")
+    conditions = [values.c.key == key]
+    if kind == "metric":
+        conditions.append(values.c.is_nan == sa.false())
+    elif dialect == "postgresql":
+        longer = table.alias("team_long")
+        conditions += [sa.text(_SHORT.replace("value", "team_order.value")),  # the partial index's rows
+                       ~sa.exists().where(longer.c.key == key, sa.text(_LONG.replace("value", "team_long.value")))]
+    return values, conditions, [values.c.value if ascending else values.c.value.desc(), run.start_time.desc(),
+                                run.run_uuid]
 
 
 _PAUSE_LOCK = threading.Lock()
