@@ -211,18 +211,18 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
         offset = SearchUtils.parse_start_offset_from_page_token(page_token)
         experiment_ids = store._filter_experiment_ids(session, _parse_experiment_ids(experiment_ids))
 
-        where = (
-            run.experiment_id.in_(experiment_ids),
-            run.lifecycle_stage.in_(stages),
-            *attribute_filters,
-            *_semi_joins(session, entity_filters, _equalities(parsed), run, store.db_type),
-        )
+        filters = (*attribute_filters, *_semi_joins(session, entity_filters, _equalities(parsed), run, store.db_type))
+        where = (run.experiment_id.in_(experiment_ids), run.lifecycle_stage.in_(stages), *filters)
         run_ids = None
         first = _ordered_first(order_by, run, store.db_type) if max_results is not None else None
         if first is not None:
             values, conditions, order = first
+            # SQLite would start from the runs index and sort every matching run: with the runs'
+            # stage and experiment out of any index's reach (`+column`), it walks the values' index
+            scope = (_unindexed(run.experiment_id, store.db_type).in_(experiment_ids),
+                     _unindexed(run.lifecycle_stage, store.db_type).in_(stages))
             stmt = sa.select(run.run_uuid).join(values, values.c.run_uuid == run.run_uuid).where(
-                *conditions, *where,
+                *conditions, *scope, *filters,
             ).order_by(*order).offset(offset).limit(max_results + 1)
             run_ids = [row[0] for row in session.execute(stmt)]
             if len(run_ids) < max_results + 1:
@@ -307,6 +307,14 @@ def _ordered_first(order_by: list[str] | None, run: Any, dialect: str) -> tuple[
                        ~sa.exists().where(longer.c.key == key, sa.text(_LONG.replace("value", "team_long.value")))]
     return values, conditions, [values.c.value if ascending else values.c.value.desc(), run.start_time.desc(),
                                 run.run_uuid]
+
+
+def _unindexed(column: Any, dialect: str) -> Any:
+    """SQLite's ``+column``: the same value, which no index can serve (the planner's documented
+    steering wheel: "Disqualifying WHERE Clause Terms using Unary-+", https://sqlite.org/optoverview.html)."""
+    if dialect != "sqlite":
+        return column
+    return sa.sql.expression.UnaryExpression(column, operator=sa.sql.operators.custom_op("+"), type_=column.type)
 
 
 _PAUSE_LOCK = threading.Lock()
