@@ -224,7 +224,8 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
             stmt = sa.select(run.run_uuid).join(values, values.c.run_uuid == run.run_uuid).where(
                 *conditions, *scope, *filters,
             ).order_by(*order).offset(offset).limit(max_results + 1)
-            run_ids = [row[0] for row in session.execute(stmt)]
+            with _walking_the_index(session, store.db_type):
+                run_ids = [row[0] for row in session.execute(stmt)]
             if len(run_ids) < max_results + 1:
                 run_ids = None  # the page reaches past the runs with a value: stock's whole order
         if run_ids is None:
@@ -307,6 +308,28 @@ def _ordered_first(order_by: list[str] | None, run: Any, dialect: str) -> tuple[
                        ~sa.exists().where(longer.c.key == key, sa.text(_LONG.replace("value", "team_long.value")))]
     return values, conditions, [values.c.value if ascending else values.c.value.desc(), run.start_time.desc(),
                                 run.run_uuid]
+
+
+#: PostgreSQL's planner, for the ordered walk: no full sort (it misjudges how many runs several
+#: filters keep, 100 where there are thousands, and would join and sort them all: 74 ms against 9 ms
+#: at 10,000 runs) and no parallel workers (starting them costs ~30 ms, the walk takes ~10).
+_WALK_SETTINGS = {"enable_sort": "off", "max_parallel_workers_per_gather": "0"}
+
+
+@contextmanager
+def _walking_the_index(session: Any, dialect: str) -> Iterator[None]:
+    """The settings of :data:`_WALK_SETTINGS` for one statement (PostgreSQL; ``set_config(...,
+    true)`` is ``SET LOCAL``: the transaction's only), then those it had before."""
+    if dialect != "postgresql":
+        yield
+        return
+    names = list(_WALK_SETTINGS)
+    previous = session.execute(sa.select(
+        *(sa.func.current_setting(name) for name in names),
+        *(sa.func.set_config(name, value, True) for name, value in _WALK_SETTINGS.items()),
+    )).one()
+    yield  # a failed statement aborts the transaction, whose end undoes the settings anyway
+    session.execute(sa.select(*(sa.func.set_config(name, value, True) for name, value in zip(names, previous))))
 
 
 def _unindexed(column: Any, dialect: str) -> Any:
