@@ -101,7 +101,8 @@ def populate(url: str, n: int, other: int = 1_000, seed: int = 0) -> str:
             rows["tags"].extend({"key": k, "value": v, "run_uuid": rid} for k, v in tags.items())
             for k, v in metrics.items():
                 nan = math.isnan(v)
-                stored = 0.0 if nan else v
+                # as MLflow's store writes them: NaN as 0 with is_nan, infinities as the largest floats
+                stored = 0.0 if nan else max(min(v, sys.float_info.max), -sys.float_info.max)
                 rows["latest_metrics"].append(
                     {"key": k, "value": stored, "timestamp": t + 800, "step": 0, "is_nan": nan, "run_uuid": rid})
                 rows["metrics"].append(
