@@ -211,16 +211,22 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
         offset = SearchUtils.parse_start_offset_from_page_token(page_token)
         experiment_ids = store._filter_experiment_ids(session, _parse_experiment_ids(experiment_ids))
 
-        filters = (*attribute_filters, *_semi_joins(session, entity_filters, _equalities(parsed), run, store.db_type))
-        where = (run.experiment_id.in_(experiment_ids), run.lifecycle_stage.in_(stages), *filters)
+        joins, few = _semi_joins(session, entity_filters, _equalities(parsed), run, store.db_type)
+        filters = (*attribute_filters, *joins)
+        # a filter that names few runs (an IN list on SQLite): those runs by their key, then sorted,
+        # rather than the experiment's every run in the runs index's order (23 ms at 100,000 runs)
+        scope = (_unindexed(run.experiment_id, store.db_type).in_(experiment_ids),
+                 _unindexed(run.lifecycle_stage, store.db_type).in_(stages))
+        where = (*(scope if few else (run.experiment_id.in_(experiment_ids), run.lifecycle_stage.in_(stages))),
+                 *filters)
         run_ids = None
-        first = _ordered_first(order_by, run, store.db_type) if max_results is not None else None
+        # an equality that names few runs (a parent's trials) finds them faster than any walk of
+        # the experiment's values would
+        first = _ordered_first(order_by, run, store.db_type) if max_results is not None and not few else None
         if first is not None:
             values, conditions, order = first
             # SQLite would start from the runs index and sort every matching run: with the runs'
             # stage and experiment out of any index's reach (`+column`), it walks the values' index
-            scope = (_unindexed(run.experiment_id, store.db_type).in_(experiment_ids),
-                     _unindexed(run.lifecycle_stage, store.db_type).in_(stages))
             stmt = sa.select(run.run_uuid).join(values, values.c.run_uuid == run.run_uuid).where(
                 *conditions, *scope, *filters,
             ).order_by(*order).offset(offset).limit(max_results + 1)
@@ -368,25 +374,28 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _semi_joins(session: Any, subqueries: Sequence[Any], equalities: list[bool] | None, run: Any,
-                dialect: str) -> list[Any]:
+                dialect: str) -> tuple[list[Any], bool]:
     """Stock's filter subqueries (``SELECT * FROM <table> WHERE key = ? AND <comparison>``), each
     as a semi-join of ``runs``: a correlated ``EXISTS`` on the table's ``(key, run_uuid)`` primary
     key, or ``run_uuid IN (...)`` read off the value index for an equality on SQLite that names
     few runs (SQLite never turns an ``EXISTS`` around to start from those few rows, and a long
     ``IN`` list costs more than the ``EXISTS`` probes it saves; PostgreSQL and MySQL plan both
-    forms alike, by their own statistics)."""
+    forms alike, by their own statistics). Also whether an equality names few runs (SQLite and
+    PostgreSQL, off their value indexes)."""
     if equalities is None or len(equalities) != len(subqueries):
         equalities = [False] * len(subqueries)  # not matched up: EXISTS is right for every filter
-    clauses = []
+    clauses, few = [], False
     for subquery, equality in zip(subqueries, equalities):
         select = subquery.element
         (table,) = select.get_final_froms()
-        if (equality and dialect == "sqlite" and table.name in ("tags", "params")
+        if (equality and dialect in ("sqlite", "postgresql") and table.name in ("tags", "params")
                 and _fewer_than(session, table, select.whereclause, _FEW)):
-            clauses.append(run.run_uuid.in_(sa.select(table.c.run_uuid).where(select.whereclause)))
-        else:
-            clauses.append(sa.exists().where(table.c.run_uuid == run.run_uuid, select.whereclause))
-    return clauses
+            few = True
+            if dialect == "sqlite":
+                clauses.append(run.run_uuid.in_(sa.select(table.c.run_uuid).where(select.whereclause)))
+                continue
+        clauses.append(sa.exists().where(table.c.run_uuid == run.run_uuid, select.whereclause))
+    return clauses, few
 
 
 def _fewer_than(session: Any, table: Any, where: Any, limit: int) -> bool:
