@@ -140,6 +140,12 @@ def main() -> None:
         print(f"  {way:<26} {seconds:7.2f} s", flush=True)
         return seconds
 
+    # Untimed: the JVM's JIT, the executors' Python workers and their copy of the broadcast warm up
+    # here, not in whichever way happens to come first (with --quick, always "spark").
+    team_hyperopt.autolog(disable=True)
+    fmin(Objective(shared), search_space(), algo=tpe.suggest, max_evals=4, trials=SparkTrials(parallelism=2),
+         max_queue_len=2, rstate=np.random.default_rng(SPACE_SEED), show_progressbar=False)
+
     ways = ["serial", "spark", "spark, hyperopt's polls", "spark, none", "spark, hand-written"]
     times: dict[str, list[float]] = {way: [] for way in ways}
     print(f"{args.trials} trials of the demo's xgboost search ({args.rows:,} trips, n_jobs=1), {repeats} repetition(s)")
