@@ -213,12 +213,13 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
 
         joins, few = _semi_joins(session, entity_filters, _equalities(parsed), run, store.db_type)
         filters = (*attribute_filters, *joins)
-        # a filter that names few runs (an IN list on SQLite): those runs by their key, then sorted,
-        # rather than the experiment's every run in the runs index's order (23 ms at 100,000 runs)
+        plain = (run.experiment_id.in_(experiment_ids), run.lifecycle_stage.in_(stages))
+        # the same, out of SQLite's indexes' reach: for a filter that names few runs (an IN list),
+        # those runs by their key, then sorted, rather than the experiment's every run in the runs
+        # index's order (23 ms at 100,000 runs); and for the ordered walk below
         scope = (_unindexed(run.experiment_id, store.db_type).in_(experiment_ids),
                  _unindexed(run.lifecycle_stage, store.db_type).in_(stages))
-        where = (*(scope if few else (run.experiment_id.in_(experiment_ids), run.lifecycle_stage.in_(stages))),
-                 *filters)
+        where = (*(scope if few else plain), *filters)
         run_ids = None
         # an equality that names few runs (a parent's trials) finds them faster than any walk of
         # the experiment's values would
