@@ -47,6 +47,27 @@ PG_ADMIN = dict(host="127.0.0.1", port=5432, user="root", dbname="test")
 MYSQL_ADMIN = dict(host="127.0.0.1", port=3306, user="root", password="")
 
 
+#: The slowest modules (servers, Spark, whole workflows), slowest first, measured with
+#: ``--durations``. xdist's ``--dist loadfile`` hands out whole files in collection order, so these
+#: go first and the short ones fill in around them: two workers then finish within seconds of
+#: each other instead of one running the Spark module alone at the end.
+SLOWEST_MODULES = (
+    "integration/test_demo.py", "unit/test_hyperopt_spark.py", "integration/test_team_server_reaper.py",
+    "integration/test_artifacts_server.py", "integration/test_team_server_guards.py", "unit/test_examples.py",
+    "integration/test_eject.py", "integration/test_search_differential.py", "contract/test_contract.py",
+    "integration/test_team_server.py", "integration/test_readme.py", "integration/test_identity_workers.py",
+    "integration/test_browser.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::", 1)[0].removeprefix("tests/")
+        return SLOWEST_MODULES.index(path) if path in SLOWEST_MODULES else len(SLOWEST_MODULES)
+
+    items.sort(key=rank)  # stable: each module's own order is kept
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 

@@ -1,8 +1,8 @@
 """One of N concurrent writers: creates runs and logs metrics into a tracking URI.
 
-Run as ``python writer.py URI WORKER RUNS METRICS OUT``. Waits for a start file so all writers hit
-a brand-new database at the same moment, then writes a JSON report to OUT: how many runs and
-metric writes succeeded and the errors seen. Used by the concurrency test and the benchmark.
+Run as ``python writer.py URI WORKER RUNS METRICS OUT``. Says it is ready (``OUT.ready``), then
+waits for a start file so all writers hit a brand-new database at the same moment, then writes a
+JSON report to OUT: how many runs and metric writes succeeded and the errors seen. Used by the concurrency test and the benchmark.
 """
 
 import json
@@ -16,6 +16,7 @@ def main() -> None:
     start_file = os.path.dirname(out) + "/go"  # the parent creates it to start every writer at once
     from mlflow import MlflowClient
 
+    open(out + ".ready", "w").close()  # imported: the parent waits for every writer's before "go"
     while not os.path.exists(start_file):
         time.sleep(0.005)
     report = {"worker": worker, "runs": [], "metric_writes": 0, "errors": []}

@@ -1,4 +1,5 @@
-"""What parallel and crashing writers leave behind, stock MLflow against the team store."""
+"""What parallel and crashing writers leave behind in the team store (stock MLflow's side of the
+comparison is `benchmarks/bench_store.py`'s: the suite never asserts that stock fails)."""
 
 from __future__ import annotations
 
@@ -33,15 +34,10 @@ def _crash_midway(uri: str) -> dict:
     return client.get_run(run_id).data
 
 
-@pytest.mark.parametrize("flavour", ["stock", "team"])
-def test_log_batch_killed_midway(db_url, flavour):
-    uri = db_url if flavour == "stock" else f"team+{db_url}"
-    data = _crash_midway(uri)
-    if flavour == "stock":
-        # Stock commits params before it writes metrics: the crash leaves half a batch.
-        assert len(data.params) == 10 and data.metrics == {}
-    else:
-        assert data.params == {} and data.metrics == {} and "batch" not in data.tags
+def test_log_batch_killed_midway_leaves_nothing_of_the_batch(db_url):
+    # (stock MLflow commits the params before it writes the metrics: half a batch)
+    data = _crash_midway(f"team+{db_url}")
+    assert data.params == {} and data.metrics == {} and "batch" not in data.tags
 
 
 # --- eight writers on one new SQLite file ----------------------------------------------------
@@ -55,8 +51,11 @@ def _eight_writers(uri: str, directory: Path, runs: int = 4, metrics: int = 15) 
         )
         for w in range(8)
     ]
-    time.sleep(1.0)
-    (directory / "go").touch()  # the writers poll for it while importing MLflow
+    deadline = time.monotonic() + 300
+    while not all((directory / f"w{w}.json.ready").exists() for w in range(8)):  # MLflow imported
+        assert time.monotonic() < deadline and all(p.poll() is None for p in processes), "a writer never started"
+        time.sleep(0.05)
+    (directory / "go").touch()  # every writer hits the brand-new file at once
     for process in processes:
         process.wait(timeout=600)
     reports = [json.loads((directory / f"w{w}.json").read_text()) for w in range(8)]
@@ -81,16 +80,9 @@ def _eight_writers(uri: str, directory: Path, runs: int = 4, metrics: int = 15) 
     }
 
 
-def test_eight_writers_on_a_new_sqlite_file_lose_nothing_with_team_and_fail_with_stock(tmp_path):
-    (tmp_path / "stock").mkdir()
-    (tmp_path / "team").mkdir()
-    stock = _eight_writers(f"sqlite:///{tmp_path}/stock/mlflow.db", tmp_path / "stock")
-    team = _eight_writers(f"team+sqlite:///{tmp_path}/team/mlflow.db", tmp_path / "team")
+def test_eight_writers_on_a_new_sqlite_file_lose_nothing(tmp_path):
+    team = _eight_writers(f"team+sqlite:///{tmp_path}/mlflow.db", tmp_path)
 
     assert team["errors"] == []
     assert len(team["acknowledged_runs"]) == 32 and team["stored_runs"] == team["acknowledged_runs"]
     assert team["acknowledged_metrics"] == team["expected_metrics"] == team["stored_metrics"]
-
-    # The same load on stock MLflow: writers fail (migration races, "database is locked").
-    assert stock["errors"], "stock MLflow survived eight writers on a new file this time"
-    assert stock["stored_metrics"] < stock["expected_metrics"]
