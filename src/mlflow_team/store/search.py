@@ -30,6 +30,7 @@ Dataset filters keep MLflow's path too.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import threading
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from mlflow_team import errors, redact
 from mlflow_team.store import compat
@@ -110,8 +112,6 @@ INDEXES = (
 INDEX_NAMES = tuple(dict.fromkeys((ix.table, ix.name) for ix in INDEXES))
 #: An equality filter that names fewer runs than this is read off the value index (SQLite).
 _FEW = 2_000
-#: Run ids per ``IN (...)`` when a page is hydrated (SQLite's oldest limit is 999 variables).
-_CHUNK = 500
 _STORE = "mlflow.store.tracking.sqlalchemy_store"
 _WARNED: set[str] = set()
 
@@ -211,7 +211,12 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
         offset = SearchUtils.parse_start_offset_from_page_token(page_token)
         experiment_ids = store._filter_experiment_ids(session, _parse_experiment_ids(experiment_ids))
 
-        joins, few = _semi_joins(session, entity_filters, _equalities(parsed), run, store.db_type)
+        first = _ordered_first(order_by, run, store.db_type) if max_results is not None else None
+        # whether an equality names few runs: SQLite reads those few by key, whatever the order;
+        # PostgreSQL plans that itself, and only needs to know whether the walk below is worth it
+        ask_few = store.db_type == "sqlite" or first is not None
+        joins, few = _semi_joins(session, entity_filters, _equalities(parsed) if ask_few else None, run,
+                                 store.db_type)
         filters = (*attribute_filters, *joins)
         plain = (run.experiment_id.in_(experiment_ids), run.lifecycle_stage.in_(stages))
         # the same, out of SQLite's indexes' reach: for a filter that names few runs (an IN list),
@@ -223,8 +228,7 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
         run_ids = None
         # an equality that names few runs (a parent's trials) finds them faster than any walk of
         # the experiment's values would
-        first = _ordered_first(order_by, run, store.db_type) if max_results is not None and not few else None
-        if first is not None:
+        if first is not None and not few:
             values, conditions, order = first
             # SQLite would start from the runs index and sort every matching run: with the runs'
             # stage and experiment out of any index's reach (`+column`), it walks the values' index
@@ -388,7 +392,8 @@ def _semi_joins(session: Any, subqueries: Sequence[Any], equalities: list[bool] 
     clauses, few = [], False
     for subquery, equality in zip(subqueries, equalities):
         select = subquery.element
-        (table,) = select.get_final_froms()
+        # the table its columns come from (``get_final_froms()`` compiles the statement: 0.3 ms)
+        (table,) = select.columns_clause_froms if len(select.columns_clause_froms) == 1 else select.get_final_froms()
         if (equality and dialect in ("sqlite", "postgresql") and table.name in ("tags", "params")
                 and _fewer_than(session, table, select.whereclause, _FEW)):
             few = True
@@ -433,36 +438,74 @@ def _parse_experiment_ids(experiment_ids: Sequence[Any]) -> list[int]:
 
 # --- the page's entities ---------------------------------------------------------------------
 
-def _select(table: str, *columns: str) -> sa.Select:
-    """``SELECT <columns> FROM <table> WHERE run_uuid IN (:ids)``, built once (a compiled-cache hit)."""
-    t = sa.table(table, *(sa.column(c) for c in (*columns, "run_uuid")))
-    return sa.select(*t.c).where(t.c.run_uuid.in_(sa.bindparam("ids", expanding=True)))
+_IDS = sa.bindparam("ids", expanding=True)
 
 
-_RUNS = _select("runs", "name", "experiment_id", "user_id", "status", "start_time", "end_time", "lifecycle_stage",
-                "artifact_uri")
-_PARAMS = _select("params", "key", "value")
-_TAGS = _select("tags", "key", "value")
-_METRICS = _select("latest_metrics", "key", "value", "timestamp", "step", "is_nan")
+def _table(name: str, *columns: str) -> Any:
+    return sa.table(name, *(sa.column(c) for c in (*columns, "run_uuid")))
+
+
+_runs_t = _table("runs", "name", "experiment_id", "user_id", "status", "start_time", "end_time", "lifecycle_stage",
+                 "artifact_uri")
+_params_t, _tags_t = _table("params", "key", "value"), _table("tags", "key", "value")
+_metrics_t = _table("latest_metrics", "key", "value", "timestamp", "step", "is_nan")
 _inputs = sa.table("inputs", *(sa.column(c) for c in ("source_type", "source_id", "destination_type", "destination_id")))
-#: Whether any of the runs has a dataset input or a logged-model output (most have neither).
-_ANY_INPUT_OR_OUTPUT = sa.select(sa.literal(1)).where(sa.or_(
-    sa.and_(_inputs.c.destination_type == "RUN", _inputs.c.destination_id.in_(sa.bindparam("ids", expanding=True))),
-    sa.and_(_inputs.c.source_type == "RUN_OUTPUT", _inputs.c.source_id.in_(sa.bindparam("ids", expanding=True))),
-)).limit(1)
+#: Row kinds of :func:`_page`.
+_RUN, _PARAM, _TAG, _METRIC, _IN_OR_OUT = range(5)
 
 
-def _rows(session: Any, statement: sa.Select, run_ids: Sequence[str]) -> list:
-    rows = []
-    for start in range(0, len(run_ids), _CHUNK):
-        rows.extend(session.execute(statement, {"ids": run_ids[start:start + _CHUNK]}).all())
+@functools.lru_cache(maxsize=None)
+def _page(dialect: str) -> Any:
+    """The page's runs, params, tags and latest metrics, and whether any of them has a dataset input
+    or a logged-model output (most have neither), in one statement of uniform rows ``(kind,
+    run_uuid, key, text1..text4, number1..number3, float, bool)``: one round trip to the database
+    instead of five (on PostgreSQL each costs about as much as reading the rows)."""
+
+    def null(type_: Any) -> Any:
+        # PostgreSQL types a UNION's columns branch by branch (an untyped NULL twice is text);
+        # MySQL has no CAST(... AS BIGINT) and types them from every branch
+        return sa.type_coerce(sa.null(), type_) if dialect == "mysql" else sa.cast(sa.null(), type_)
+
+    def of_the_page(column: Any) -> Any:
+        # PostgreSQL: one array parameter (a short statement, which psycopg and the database cache,
+        # where an IN list of the page's ids is a new statement text for every page size)
+        if dialect == "postgresql":
+            return column == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String())))
+        return column.in_(_IDS)
+
+    text, big, real, boolean = (null(t) for t in (sa.String(), sa.BigInteger(), sa.Float(53), sa.Boolean()))
+    r, m = _runs_t.c, _metrics_t.c
+    return sa.union_all(
+        sa.select(sa.literal(_RUN), r.run_uuid, r.name, r.user_id, r.status, r.lifecycle_stage, r.artifact_uri,
+                  r.experiment_id, r.start_time, r.end_time, real, boolean).where(of_the_page(r.run_uuid)),
+        *(sa.select(sa.literal(kind), t.c.run_uuid, t.c.key, t.c.value, text, text, text, big, big, big, real,
+                    boolean).where(of_the_page(t.c.run_uuid)) for kind, t in ((_PARAM, _params_t), (_TAG, _tags_t))),
+        sa.select(sa.literal(_METRIC), m.run_uuid, m.key, text, text, text, text, m.timestamp, m.step, big, m.value,
+                  m.is_nan).where(of_the_page(m.run_uuid)),
+        sa.select(sa.literal(_IN_OR_OUT), text, text, text, text, text, text, big, big, big, real, boolean).where(
+            sa.exists().where(sa.or_(
+                sa.and_(_inputs.c.destination_type == "RUN", of_the_page(_inputs.c.destination_id)),
+                sa.and_(_inputs.c.source_type == "RUN_OUTPUT", of_the_page(_inputs.c.source_id)),
+            ))),
+    )
+
+
+#: Run ids per statement: :func:`_page` names them five times, and SQLite's oldest limit is 999
+#: variables (PostgreSQL gets them as one array).
+_CHUNK = {"sqlite": 190, "postgresql": 10_000}
+
+
+def _rows(session: Any, statement: Any, run_ids: Sequence[str], dialect: str) -> list:
+    rows, chunk = [], _CHUNK.get(dialect, 190)
+    for start in range(0, len(run_ids), chunk):
+        rows.extend(session.execute(statement, {"ids": run_ids[start:start + chunk]}).all())
     return rows
 
 
-def _inputs_and_outputs(store: Any, session: Any, run_ids: list[str]) -> tuple[list, dict]:
-    """Stock's dataset inputs and logged-model outputs of the runs; two ORM queries skipped when a
-    cheap one finds neither."""
-    if not any(_rows(session, _ANY_INPUT_OR_OUTPUT, run_ids)):
+def _inputs_and_outputs(store: Any, session: Any, run_ids: list[str], any_found: bool) -> tuple[list, dict]:
+    """Stock's dataset inputs and logged-model outputs of the runs (its two ORM queries, only where
+    :func:`_page` found any)."""
+    if not any_found:
         return [[] for _ in run_ids], {run_id: [] for run_id in run_ids}
     inputs = store._get_run_inputs(run_uuids=run_ids, session=session)
     return inputs, store._get_model_outputs_bulk(run_ids=run_ids, session=session)
@@ -475,21 +518,28 @@ def _hydrate(store: Any, session: Any, run_ids: list[str]) -> list[Any]:
     run_name_from_tags = compat.get("mlflow.utils.mlflow_tags:_get_run_name_from_tags")
     if not run_ids:
         return []
-    infos = {row[-1]: row for row in _rows(session, _RUNS, run_ids)}
+    infos: dict[str, tuple] = {}
     params: dict[str, list] = {r: [] for r in run_ids}
     tags: dict[str, list] = {r: [] for r in run_ids}
     metrics: dict[str, list] = {r: [] for r in run_ids}
-    for key, value, run_id in _rows(session, _PARAMS, run_ids):
-        params[run_id].append(Param(key, value))
-    for key, value, run_id in _rows(session, _TAGS, run_ids):
-        tags[run_id].append(RunTag(key, value))
-    for key, value, timestamp, step, is_nan, run_id in _rows(session, _METRICS, run_ids):
-        metrics[run_id].append(Metric(key, float("nan") if is_nan else value, timestamp, step))
+    any_input_or_output = False
+    for kind, run_id, key, text1, text2, text3, text4, number1, number2, number3, value, is_nan in _rows(
+            session, _page(store.db_type), run_ids, store.db_type):
+        if kind == _PARAM:
+            params[run_id].append(Param(key, text1))
+        elif kind == _TAG:
+            tags[run_id].append(RunTag(key, text1))
+        elif kind == _METRIC:
+            metrics[run_id].append(Metric(key, float("nan") if is_nan else value, number1, number2))
+        elif kind == _RUN:
+            infos[run_id] = (key, text1, text2, text3, text4, number1, number2, number3)
+        else:
+            any_input_or_output = True
 
-    inputs, outputs = _inputs_and_outputs(store, session, run_ids)
+    inputs, outputs = _inputs_and_outputs(store, session, run_ids, any_input_or_output)
     runs = []
     for i, run_id in enumerate(run_ids):
-        name, experiment_id, user_id, status, start_time, end_time, stage, artifact_uri, _ = infos[run_id]
+        name, user_id, status, stage, artifact_uri, experiment_id, start_time, end_time = infos[run_id]
         info = RunInfo(
             run_id=run_id, run_name=name or run_name_from_tags(tags[run_id]), experiment_id=str(experiment_id),
             user_id=user_id, status=status, start_time=start_time, end_time=end_time, lifecycle_stage=stage,
