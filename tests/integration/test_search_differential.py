@@ -225,6 +225,17 @@ def test_pages_and_their_tokens_are_stocks(searched, max_results):
         assert _walk(team, *args) == _walk(stock, *args), (filter_string, order_by)
 
 
+def test_a_page_read_in_several_statements_is_stocks(searched, monkeypatch):
+    """A page of more runs than one statement names (450 on SQLite, 1,000 on MySQL): in chunks of 7."""
+    from mlflow_team.store import search
+
+    monkeypatch.setattr(search, "_CHUNK", {"sqlite": 7, "mysql": 7, "postgresql": 7})
+    stock, team, experiment_id, _ = searched
+    for filter_string, order_by in [("", None), ("metrics.rmse < 7", ["metrics.rmse"])]:
+        args = ([experiment_id], filter_string, ViewType.ACTIVE_ONLY, 100, order_by)
+        assert _walk(team, *args) == _walk(stock, *args), (filter_string, order_by)
+
+
 @pytest.mark.parametrize("view", [ViewType.ACTIVE_ONLY, ViewType.DELETED_ONLY, ViewType.ALL])
 def test_view_types_and_several_experiments_are_stocks(searched, view):
     stock, team, experiment_id, other_id = searched

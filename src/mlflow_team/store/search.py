@@ -506,13 +506,14 @@ _NARROW_IN_OR_OUT = sa.select(sa.literal(1)).where(sa.or_(
     sa.and_(_inputs.c.source_type == "RUN_OUTPUT", _inputs.c.source_id.in_(_IDS)),
 )).limit(1)
 
-#: Run ids per statement: :func:`_page` names them five times, and SQLite's oldest limit is 999
-#: variables (PostgreSQL gets them as one array).
-_CHUNK = {"sqlite": 190, "postgresql": 10_000}
+#: Run ids per statement: SQLite's oldest limit is 999 variables (its statements name the ids at
+#: most twice); :func:`_page` names them six times on MySQL (65,535 placeholders) and once, as an
+#: array, on PostgreSQL.
+_CHUNK = {"sqlite": 450, "mysql": 1_000, "postgresql": 10_000}
 
 
 def _rows(session: Any, statement: Any, run_ids: Sequence[str], dialect: str) -> list:
-    rows, chunk = [], _CHUNK.get(dialect, 190)
+    rows, chunk = [], _CHUNK.get(dialect, 450)
     for start in range(0, len(run_ids), chunk):
         rows.extend(session.execute(statement, {"ids": run_ids[start:start + chunk]}).all())
     return rows
