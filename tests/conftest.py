@@ -49,8 +49,7 @@ MYSQL_ADMIN = dict(host="127.0.0.1", port=3306, user="root", password="")
 
 #: The slowest modules (servers, Spark, whole workflows), slowest first, measured with
 #: ``--durations``. xdist's ``--dist loadfile`` hands out whole files in collection order, so these
-#: go first and the short ones fill in around them: two workers then finish within seconds of
-#: each other instead of one running the Spark module alone at the end.
+#: go first and the short ones fill in around them, instead of the Spark module starting last.
 SLOWEST_MODULES = (
     "integration/test_demo.py", "unit/test_hyperopt_spark.py", "integration/test_team_server_reaper.py",
     "integration/test_artifacts_server.py", "integration/test_team_server_guards.py", "unit/test_examples.py",

@@ -454,6 +454,14 @@ _inputs = sa.table("inputs", *(sa.column(c) for c in ("source_type", "source_id"
 _RUN, _PARAM, _TAG, _METRIC, _IN_OR_OUT = range(5)
 
 
+def _an_input_or_output(of_the_page: Any) -> Any:
+    """An ``inputs`` row that is a dataset input or a logged-model output of one of the page's runs."""
+    return sa.or_(
+        sa.and_(_inputs.c.destination_type == "RUN", of_the_page(_inputs.c.destination_id)),
+        sa.and_(_inputs.c.source_type == "RUN_OUTPUT", of_the_page(_inputs.c.source_id)),
+    )
+
+
 @functools.lru_cache(maxsize=None)
 def _page(dialect: str) -> Any:
     """The page's runs, params, tags and latest metrics, and whether any of them has a dataset input
@@ -484,10 +492,7 @@ def _page(dialect: str) -> Any:
         sa.select(sa.literal(_METRIC), m.run_uuid, m.key, text, text, text, text, m.timestamp, m.step, big, m.value,
                   m.is_nan).where(of_the_page(m.run_uuid)),
         sa.select(sa.literal(_IN_OR_OUT), text, text, text, text, text, text, big, big, big, real, boolean).where(
-            sa.exists().where(sa.or_(
-                sa.and_(_inputs.c.destination_type == "RUN", of_the_page(_inputs.c.destination_id)),
-                sa.and_(_inputs.c.source_type == "RUN_OUTPUT", of_the_page(_inputs.c.source_id)),
-            ))),
+            sa.exists().where(_an_input_or_output(of_the_page))),
     )
 
 
@@ -501,10 +506,7 @@ _NARROW_RUNS = _narrow(_runs_t, "name", "user_id", "status", "lifecycle_stage", 
                        "start_time", "end_time")
 _NARROW_PARAMS, _NARROW_TAGS = _narrow(_params_t, "key", "value"), _narrow(_tags_t, "key", "value")
 _NARROW_METRICS = _narrow(_metrics_t, "key", "value", "timestamp", "step", "is_nan")
-_NARROW_IN_OR_OUT = sa.select(sa.literal(1)).where(sa.or_(
-    sa.and_(_inputs.c.destination_type == "RUN", _inputs.c.destination_id.in_(_IDS)),
-    sa.and_(_inputs.c.source_type == "RUN_OUTPUT", _inputs.c.source_id.in_(_IDS)),
-)).limit(1)
+_NARROW_IN_OR_OUT = sa.select(sa.literal(1)).where(_an_input_or_output(lambda column: column.in_(_IDS))).limit(1)
 
 #: Run ids per statement: SQLite's oldest limit is 999 variables (its statements name the ids at
 #: most twice); :func:`_page` names them six times on MySQL (65,535 placeholders) and once, as an
