@@ -70,6 +70,20 @@ def trains_without_logging(params):
     return {"loss": float(booster.eval(valid).split(":")[1]), "status": STATUS_OK}
 
 
+def reports_its_process(point):
+    return {"loss": point["x"], "status": STATUS_OK, "pid": os.getpid()}
+
+
+def test_trials_run_in_the_python_workers_earlier_trials_warmed_up(spark, experiment):
+    # one trial at a time: each finds the worker the one before it left (MLflow, the objective's
+    # libraries, its broadcast data already loaded) instead of a new process
+    trials = SparkTrials(parallelism=1)
+    fmin(reports_its_process, {"x": hp.uniform("x", -1, 1)}, algo=tpe.suggest, max_evals=4, trials=trials,
+         rstate=np.random.default_rng(0), show_progressbar=False)
+    assert len({result["pid"] for result in trials.results}) == 1
+    assert len([r for r in all_runs(experiment) if r.info.run_name.startswith("trial-")]) == 4
+
+
 def fails_for_small_x(point):
     if point["x"] < -1:
         raise ValueError(f"x={point['x']:.2f} is out of range")

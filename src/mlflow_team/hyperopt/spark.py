@@ -128,6 +128,7 @@ def run_trial_async(original, state, hyperopt_trial):
     context = None
     try:
         _wrap_objective(state, search)
+        _reuse_workers(state)
         payload = {}  # log_trial_runs=False: no trial run; the objective's own runs nest under the parent
         if search.log_trial_runs:
             tid = hyperopt_trial["tid"]
@@ -251,6 +252,72 @@ def _launched(state) -> dict:
         launched = {}
         setattr(state, _LAUNCHED_ATTRIBUTE, launched)
     return launched
+
+
+def _reuse_workers(state) -> None:
+    """Let each trial's task run in a Python worker that earlier trials warmed up (once per search).
+
+    PySpark reuses an executor's Python worker for the next task only when the task read all of
+    its input: otherwise the worker exits and the next task forks a new one
+    (``pyspark.worker.main``: "tell JVM to not reuse this worker"). SparkTrials' task function
+    (``run_task_on_executor(_)``) never reads its one-element input, so every trial paid for a new
+    worker: its start (0.3 to 0.6 s here: PySpark re-reads the directory of ``pyspark.zip`` for
+    each package imported from it, https://github.com/python/cpython/issues/103200 on Python
+    3.11), the broadcast data loaded again, and MLflow's client and autologging set up again.
+    SparkTrials' trial threads reach Spark through ``state.spark``; behind this stand-in, the
+    task function they build reads its input first (:class:`_InputRead`), and nothing else
+    changes."""
+    if not isinstance(state.spark, _ReusableWorkers):
+        state.spark = _ReusableWorkers(state.spark)
+
+
+class _ReusableWorkers:
+    """A SparkSession whose ``sparkContext.parallelize(...)`` RDDs read their input in ``mapPartitions``."""
+
+    def __init__(self, spark) -> None:
+        self._spark = spark
+
+    @property
+    def sparkContext(self):  # noqa: N802 - PySpark's name
+        return _Context(self._spark.sparkContext)
+
+    def __getattr__(self, name: str):
+        return getattr(self._spark, name)
+
+
+class _Context:
+    def __init__(self, context) -> None:
+        self._context = context
+
+    def parallelize(self, *args, **kwargs):
+        return _Rdd(self._context.parallelize(*args, **kwargs))
+
+    def __getattr__(self, name: str):
+        return getattr(self._context, name)
+
+
+class _Rdd:
+    def __init__(self, rdd) -> None:
+        self._rdd = rdd
+
+    def withResources(self, profile):  # noqa: N802 - PySpark's name
+        return _Rdd(self._rdd.withResources(profile))
+
+    def mapPartitions(self, fn, *args, **kwargs):  # noqa: N802 - PySpark's name
+        return self._rdd.mapPartitions(_InputRead(fn), *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._rdd, name)
+
+
+class _InputRead:
+    """A ``mapPartitions`` function that reads its partition before ``fn`` runs (picklable)."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def __call__(self, iterator):
+        return self.fn(iter(list(iterator)))
 
 
 def _wrap_objective(state, search: trial.SearchContext) -> None:
