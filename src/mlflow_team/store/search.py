@@ -204,27 +204,31 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
     stages = set(LifecycleStage.view_type_to_stages(run_view_type))
     with store.ManagedSessionMaker() as session:
         parsed = SearchUtils.parse_search_filter(filter_string)
-        order_columns, order_clauses, order_joins = get_order(order_by, session)
+        # An order read off an index below is checked here, where stock checks it (the same
+        # function, the same errors for that one key); stock's clauses for it (an ORM subquery to
+        # build) are only made for a page that reaches past the index.
+        first = _ordered_first(order_by, run, store.db_type) if max_results is not None else None
+        newest = _newest_first(order_by, run, store.db_type)
+        stock_order = get_order(order_by, session) if first is None and newest is None else None
         attribute_filters, entity_filters, dataset_filters = get_filters(parsed, session, store._get_dialect())
         if dataset_filters:
             return None
         offset = SearchUtils.parse_start_offset_from_page_token(page_token)
         experiment_ids = store._filter_experiment_ids(session, _parse_experiment_ids(experiment_ids))
 
-        first = _ordered_first(order_by, run, store.db_type) if max_results is not None else None
         # whether an equality names few runs: SQLite reads those few by key, whatever the order;
         # PostgreSQL plans that itself, and only needs to know whether the walk below is worth it
         ask_few = store.db_type == "sqlite" or first is not None
         joins, few = _semi_joins(session, entity_filters, _equalities(parsed) if ask_few else None, run,
                                  store.db_type)
         filters = (*attribute_filters, *joins)
-        plain = (run.experiment_id.in_(experiment_ids), run.lifecycle_stage.in_(stages))
-        # the same, out of SQLite's indexes' reach: for a filter that names few runs (an IN list),
-        # those runs by their key, then sorted, rather than the experiment's every run in the runs
-        # index's order (23 ms at 100,000 runs); and for the ordered walk below
+        # the runs' stage and experiment out of SQLite's indexes' reach: for a filter that names few
+        # runs (an IN list), those runs by their key, then sorted, rather than the experiment's
+        # every run in the runs index's order (23 ms at 100,000 runs); and for the ordered walk below
         scope = (_unindexed(run.experiment_id, store.db_type).in_(experiment_ids),
                  _unindexed(run.lifecycle_stage, store.db_type).in_(stages))
-        where = (*(scope if few else plain), *filters)
+        where = (*scope, *filters) if few or store.db_type != "sqlite" else (
+            run.experiment_id.in_(experiment_ids), run.lifecycle_stage.in_(stages), *filters)
         run_ids = None
         # an equality that names few runs (a parent's trials) finds them faster than any walk of
         # the experiment's values would
@@ -239,12 +243,15 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
                 run_ids = [row[0] for row in session.execute(stmt)]
             if len(run_ids) < max_results + 1:
                 run_ids = None  # the page reaches past the runs with a value: stock's whole order
-        if run_ids is None:
+        if run_ids is None and newest is not None:
+            stmt = sa.select(run.run_uuid).where(*where).order_by(*newest).offset(offset)
+        elif run_ids is None:
+            order_columns, order_clauses, order_joins = stock_order or get_order(order_by, session)
             stmt = sa.select(run.run_uuid, *order_columns)
             for joined in order_joins:
                 stmt = stmt.outerjoin(joined, run.run_uuid == joined.c.run_uuid)
-            stmt = stmt.where(*where).order_by(*(_newest_first(order_by, run, store.db_type) or order_clauses))
-            stmt = stmt.offset(offset)
+            stmt = stmt.where(*where).order_by(*order_clauses).offset(offset)
+        if run_ids is None:
             if max_results is not None:
                 stmt = stmt.limit(max_results + 1)
             run_ids = [row[0] for row in session.execute(stmt)]
