@@ -75,13 +75,14 @@ def reports_its_process(point):
 
 
 def test_trials_run_in_the_python_workers_earlier_trials_warmed_up(spark, experiment):
-    # one trial at a time: each finds the worker the one before it left (MLflow, the objective's
-    # libraries, its broadcast data already loaded) instead of a new process
+    # each trial finds a worker an earlier one left (MLflow, the objective's libraries, its
+    # broadcast data already loaded) instead of a new process: at most one per core of local[2]
+    # (the session's earlier tests may have left two idle), where hyperopt alone starts six
     trials = SparkTrials(parallelism=1)
-    fmin(reports_its_process, {"x": hp.uniform("x", -1, 1)}, algo=tpe.suggest, max_evals=4, trials=trials,
+    fmin(reports_its_process, {"x": hp.uniform("x", -1, 1)}, algo=tpe.suggest, max_evals=6, trials=trials,
          rstate=np.random.default_rng(0), show_progressbar=False)
-    assert len({result["pid"] for result in trials.results}) == 1
-    assert len([r for r in all_runs(experiment) if r.info.run_name.startswith("trial-")]) == 4
+    assert len({result["pid"] for result in trials.results}) <= 2
+    assert len([r for r in all_runs(experiment) if r.info.run_name.startswith("trial-")]) == 6
 
 
 def fails_for_small_x(point):

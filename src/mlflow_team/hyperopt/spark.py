@@ -128,7 +128,7 @@ def run_trial_async(original, state, hyperopt_trial):
     context = None
     try:
         _wrap_objective(state, search)
-        _reuse_workers(state)
+        trial._guarded(lambda: _reuse_workers(state))  # without it, a new worker per trial (hyperopt's way)
         payload = {}  # log_trial_runs=False: no trial run; the objective's own runs nest under the parent
         if search.log_trial_runs:
             tid = hyperopt_trial["tid"]
