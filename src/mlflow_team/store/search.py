@@ -222,13 +222,13 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
         joins, few = _semi_joins(session, entity_filters, _equalities(parsed) if ask_few else None, run,
                                  store.db_type)
         filters = (*attribute_filters, *joins)
-        # the runs' stage and experiment out of SQLite's indexes' reach: for a filter that names few
-        # runs (an IN list), those runs by their key, then sorted, rather than the experiment's
-        # every run in the runs index's order (23 ms at 100,000 runs); and for the ordered walk below
+        plain = (run.experiment_id.in_(experiment_ids), run.lifecycle_stage.in_(stages))
+        # the same, out of SQLite's indexes' reach: for a filter that names few runs (an IN list),
+        # those runs by their key, then sorted, rather than the experiment's every run in the runs
+        # index's order (23 ms at 100,000 runs); and for the ordered walk below
         scope = (_unindexed(run.experiment_id, store.db_type).in_(experiment_ids),
                  _unindexed(run.lifecycle_stage, store.db_type).in_(stages))
-        where = (*scope, *filters) if few or store.db_type != "sqlite" else (
-            run.experiment_id.in_(experiment_ids), run.lifecycle_stage.in_(stages), *filters)
+        where = (*(scope if few else plain), *filters)
         run_ids = None
         # an equality that names few runs (a parent's trials) finds them faster than any walk of
         # the experiment's values would
@@ -243,15 +243,16 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
                 run_ids = [row[0] for row in session.execute(stmt)]
             if len(run_ids) < max_results + 1:
                 run_ids = None  # the page reaches past the runs with a value: stock's whole order
-        if run_ids is None and newest is not None:
-            stmt = sa.select(run.run_uuid).where(*where).order_by(*newest).offset(offset)
-        elif run_ids is None:
-            order_columns, order_clauses, order_joins = stock_order or get_order(order_by, session)
-            stmt = sa.select(run.run_uuid, *order_columns)
-            for joined in order_joins:
-                stmt = stmt.outerjoin(joined, run.run_uuid == joined.c.run_uuid)
-            stmt = stmt.where(*where).order_by(*order_clauses).offset(offset)
         if run_ids is None:
+            if newest is not None:
+                stmt = sa.select(run.run_uuid).where(*where).order_by(*newest)
+            else:
+                order_columns, order_clauses, order_joins = stock_order or get_order(order_by, session)
+                stmt = sa.select(run.run_uuid, *order_columns)
+                for joined in order_joins:
+                    stmt = stmt.outerjoin(joined, run.run_uuid == joined.c.run_uuid)
+                stmt = stmt.where(*where).order_by(*order_clauses)
+            stmt = stmt.offset(offset)
             if max_results is not None:
                 stmt = stmt.limit(max_results + 1)
             run_ids = [row[0] for row in session.execute(stmt)]
