@@ -9,7 +9,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from tests.helpers.server import free_port, mlflow_server
+from tests.helpers.server import DEFAULT_WORKERS, free_port, mlflow_server
 
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto")
@@ -29,20 +29,52 @@ def moto_endpoint():
     server.stop()
 
 
-@pytest.fixture
-def s3(moto_endpoint, monkeypatch):
-    env = {
+def _s3_env(moto_endpoint: str) -> dict[str, str]:
+    return {
         "MLFLOW_S3_ENDPOINT_URL": moto_endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    client = boto3.client("s3", endpoint_url=moto_endpoint)
+
+
+def _bucket(moto_endpoint: str):
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
     if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
         client.create_bucket(Bucket=BUCKET)
-    return client, env
+    return client
+
+
+@pytest.fixture
+def s3(moto_endpoint, monkeypatch):
+    env = _s3_env(moto_endpoint)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return _bucket(moto_endpoint), env
+
+
+@pytest.fixture(scope="module")
+def proxy(moto_endpoint, tmp_path_factory):
+    """One artifact-proxying server for the module, as a team runs it (MLflow's default worker
+    count: whichever worker answers): ``--artifacts-destination team+s3://<bucket>/proxied``, with
+    a policy asking for server-side encryption. Each test works in an experiment of its own."""
+    workdir = tmp_path_factory.mktemp("proxy")
+    _bucket(moto_endpoint)
+    policy = workdir / "server-policy.toml"
+    policy.write_text("[artifacts]\nencryption = 'AES256'\n")
+    with mlflow_server(
+        f"team+sqlite:///{workdir}/mlflow.db", workdir,
+        env={**_s3_env(moto_endpoint), "MLFLOW_TEAM_POLICY": str(policy)},
+        extra=["--artifacts-destination", f"team+s3://{BUCKET}/proxied"], workers=DEFAULT_WORKERS,
+    ) as url:
+        yield url
+
+
+def _experiment_keys(s3_client, experiment_id: str) -> list[str]:
+    """What the proxy stored for one experiment (its runs' and models' objects, no manifests)."""
+    found = s3_client.list_objects_v2(Bucket=BUCKET, Prefix=f"proxied/{experiment_id}/").get("Contents", [])
+    return sorted(o["Key"] for o in found if "/.mlflow-team-manifest/" not in o["Key"])
 
 
 def _fit():
@@ -111,71 +143,52 @@ def test_clients_write_to_s3_themselves_behind_a_server(s3, tmp_path):
         assert sorted(after) == sorted(keys)
 
 
-def test_a_proxying_server_stores_verified_tagged_objects_and_refuses_wide_deletes(s3, tmp_path, monkeypatch):
+def test_a_proxying_server_stores_verified_tagged_objects_and_refuses_wide_deletes(proxy, moto_endpoint):
     import requests
 
-    client, env = s3
-    with mlflow_server(
-        f"team+sqlite:///{tmp_path}/mlflow.db", tmp_path, env=env,
-        extra=["--artifacts-destination", f"team+s3://{BUCKET}/proxied"],
-    ) as url:
-        # The client has no S3 settings at all: everything goes through the server.
-        for name in env:
-            monkeypatch.delenv(name)
-        mlflow.set_tracking_uri(url)
-        mlflow.set_registry_uri(url)
-        mlflow.set_experiment("taxi-proxied")
-        run = _log_register_load("taxi-proxied")
-        assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
-        keys = _assert_verified_and_tagged(client, "proxied/", run)
+    # The client has no S3 settings at all (the autouse fixture cleared MLflow's; no AWS
+    # variables are set here): everything goes through the server.
+    client = _bucket(moto_endpoint)
+    mlflow.set_tracking_uri(proxy)
+    mlflow.set_registry_uri(proxy)
+    mlflow.set_experiment("taxi-proxied")
+    run = _log_register_load("taxi-proxied")
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
+    keys = _assert_verified_and_tagged(client, f"proxied/{run.info.experiment_id}/", run)
 
-        # Stock turns a DELETE of an experiment folder into deleting all of its runs' files.
-        experiment_folder = f"{run.info.experiment_id}"
-        response = requests.delete(f"{url}/api/2.0/mlflow-artifacts/artifacts/{experiment_folder}", timeout=30)
-        assert response.status_code == 403, response.text
-        assert "nothing wider" in response.json()["message"]
-        after = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="proxied/").get("Contents", [])
-                 if "/.mlflow-team-manifest/" not in o["Key"]]
-        assert sorted(after) == sorted(keys)
+    # Stock turns a DELETE of an experiment folder into deleting all of its runs' files.
+    experiment_folder = f"{run.info.experiment_id}"
+    response = requests.delete(f"{proxy}/api/2.0/mlflow-artifacts/artifacts/{experiment_folder}", timeout=30)
+    assert response.status_code == 403, response.text
+    assert "nothing wider" in response.json()["message"]
+    assert _experiment_keys(client, run.info.experiment_id) == sorted(keys)
 
 
-def test_proxied_multipart_upload_ends_verified_tagged_and_encrypted(s3, tmp_path, monkeypatch):
-    client, env = s3
-    policy = tmp_path / "server-policy.toml"
-    policy.write_text("[artifacts]\nencryption = 'AES256'\n")
-    with mlflow_server(
-        f"team+sqlite:///{tmp_path}/mlflow.db", tmp_path, env={**env, "MLFLOW_TEAM_POLICY": str(policy)},
-        extra=["--artifacts-destination", f"team+s3://{BUCKET}/multipart"],
-    ) as url:
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            monkeypatch.delenv(name)
-        monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "true")
-        monkeypatch.setenv("MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE", str(5 * 1024 * 1024))
-        monkeypatch.setenv("MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE", str(5 * 1024 * 1024))
-        mlflow.set_tracking_uri(url)
-        mlflow.set_experiment("taxi-multipart")
-        big = tmp_path / "big.bin"
-        big.write_bytes(os.urandom(12 * 1024 * 1024))
-        with mlflow.start_run(tags={"team.project": "taxi"}) as run:
-            mlflow.log_artifact(str(big))
-        key = next(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="multipart/")["Contents"]
-                   if o["Key"].endswith("big.bin"))
-        head = client.head_object(Bucket=BUCKET, Key=key)
-        import hashlib
+def test_proxied_multipart_upload_ends_verified_tagged_and_encrypted(proxy, moto_endpoint, tmp_path, monkeypatch):
+    client = _bucket(moto_endpoint)
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", moto_endpoint)  # and no credentials: the server presigns
+    monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "true")
+    monkeypatch.setenv("MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE", str(5 * 1024 * 1024))
+    monkeypatch.setenv("MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE", str(5 * 1024 * 1024))
+    mlflow.set_tracking_uri(proxy)
+    mlflow.set_experiment("taxi-multipart")
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(12 * 1024 * 1024))
+    with mlflow.start_run(tags={"team.project": "taxi"}) as run:
+        mlflow.log_artifact(str(big))
+    key = next(k for k in _experiment_keys(client, run.info.experiment_id) if k.endswith("big.bin"))
+    head = client.head_object(Bucket=BUCKET, Key=key)
+    import hashlib
 
-        # Parts go from the client straight to S3; the server records the digest on completion.
-        assert head["Metadata"]["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
-        tags = {t["Key"]: t["Value"] for t in client.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]}
-        assert tags["mlflow.run_id"] == run.info.run_id
-        assert head["ServerSideEncryption"] == "AES256"
-        out = tmp_path / "out"
-        out.mkdir()
-        local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="big.bin", dst_path=str(out))
-        assert open(local, "rb").read() == big.read_bytes()
-
-
-#: MLflow's own default (`mlflow server --help`); the helper starts one worker unless told.
-DEFAULT_WORKERS = ["--workers", "4"]
+    # Parts go from the client straight to S3; the server records the digest on completion.
+    assert head["Metadata"]["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
+    tags = {t["Key"]: t["Value"] for t in client.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]}
+    assert tags["mlflow.run_id"] == run.info.run_id
+    assert head["ServerSideEncryption"] == "AES256"
+    out = tmp_path / "out"
+    out.mkdir()
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="big.bin", dst_path=str(out))
+    assert open(local, "rb").read() == big.read_bytes()
 
 
 @pytest.fixture
@@ -192,38 +205,32 @@ def _download_fails_and_writes_nothing(run_id: str, path: str, out) -> None:
     assert [p for p in out.rglob("*") if p.is_file()] == []
 
 
-def test_an_object_replaced_without_our_metadata_is_caught_through_the_proxy(s3, tmp_path, monkeypatch, no_client_retries):
+def test_an_object_replaced_without_our_metadata_is_caught_through_the_proxy(proxy, moto_endpoint, tmp_path,
+                                                                             no_client_retries):
     import requests
 
-    client, env = s3
-    with mlflow_server(
-        f"team+sqlite:///{tmp_path}/mlflow.db", tmp_path, env=env,
-        extra=["--artifacts-destination", f"team+s3://{BUCKET}/replaced", *DEFAULT_WORKERS],
-    ) as url:
-        for name in env:
-            monkeypatch.delenv(name)
-        mlflow.set_tracking_uri(url)
-        mlflow.set_experiment("replaced-s3")
-        with mlflow.start_run() as run:
-            mlflow.log_text("the real notes", "notes/a.txt")
-            mlflow.log_text("untouched", "notes/b.txt")
-        key = next(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="replaced/")["Contents"]
-                   if o["Key"].endswith("notes/a.txt"))
-        client.put_object(Bucket=BUCKET, Key=key, Body=b"written by another tool")  # no metadata
-        for attempt in range(4):  # whichever worker answers
-            _download_fails_and_writes_nothing(run.info.run_id, "notes/a.txt", tmp_path / f"out{attempt}")
-        # What the UI fetches for the file.
-        response = requests.get(f"{url}/get-artifact", params={"path": "notes/a.txt", "run_uuid": run.info.run_id},
-                                timeout=30)
-        assert response.status_code >= 400 and b"written by another tool" not in response.content
-        assert mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/notes/b.txt") == "untouched"
+    client = _bucket(moto_endpoint)
+    mlflow.set_tracking_uri(proxy)
+    mlflow.set_experiment("replaced-s3")
+    with mlflow.start_run() as run:
+        mlflow.log_text("the real notes", "notes/a.txt")
+        mlflow.log_text("untouched", "notes/b.txt")
+    key = next(k for k in _experiment_keys(client, run.info.experiment_id) if k.endswith("notes/a.txt"))
+    client.put_object(Bucket=BUCKET, Key=key, Body=b"written by another tool")  # no metadata
+    for attempt in range(4):  # whichever worker answers
+        _download_fails_and_writes_nothing(run.info.run_id, "notes/a.txt", tmp_path / f"out{attempt}")
+    # What the UI fetches for the file.
+    response = requests.get(f"{proxy}/get-artifact", params={"path": "notes/a.txt", "run_uuid": run.info.run_id},
+                            timeout=30)
+    assert response.status_code >= 400 and b"written by another tool" not in response.content
+    assert mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/notes/b.txt") == "untouched"
 
 
 def test_a_team_file_artifact_replaced_by_a_rename_is_caught_through_the_proxy(tmp_path, no_client_retries):
     store = tmp_path / "store"
     with mlflow_server(
         f"team+sqlite:///{tmp_path}/mlflow.db", tmp_path,
-        extra=["--artifacts-destination", "team+" + store.as_uri(), *DEFAULT_WORKERS],
+        extra=["--artifacts-destination", "team+" + store.as_uri()], workers=DEFAULT_WORKERS,
     ) as url:
         mlflow.set_tracking_uri(url)
         mlflow.set_experiment("replaced-file")

@@ -140,17 +140,30 @@ def test_the_demo_tunes_on_a_local_spark_session(tmp_path, spark):
         assert run.data.metrics["rmse"] == run.data.metrics["loss"] and "demo.model_uri" in run.data.tags
 
 
-def test_the_server_demo_runs_through_http_and_ctrl_c_stops_both_servers(tmp_path):
+def test_the_server_demo_keeps_its_artifacts_and_a_rerun_serves_them_until_ctrl_c(tmp_path):
+    """``demo --server`` twice on one folder: first ``--no-wait`` (no URL that dies with it), then
+    waiting, which puts the first run's bucket back before its servers start; what the first run
+    left is read through the second's servers, and Ctrl-C stops both."""
     import os
-    import re
     import signal
 
+    import boto3
+
+    from mlflow_team.demo import servers, workflow
+
     workdir = tmp_path / "demo-server"
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "mlflow_team.cli", "demo", "--server", "--workdir", str(workdir),
-         "--trials", "2", "--rows", "3000"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-    )
+    command = [sys.executable, "-m", "mlflow_team.cli", "demo", "--server", "--workdir", str(workdir),
+               "--trials", "2", "--rows", "3000"]
+    result = subprocess.run([*command, "--no-wait"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    first = result.stdout + result.stderr
+    assert result.returncode == 0, first[-3000:]
+    assert "in a browser" not in first and "stay up" not in first
+    assert first.index("Both servers stopped.") > first.index(f"registered {MODEL} version 1 as @champion")
+    saved = int(re.search(r"the bucket's (\d+) objects in (\S+); ", first).group(1))
+    assert (workdir / servers.MIRROR / servers.MANIFEST).is_file() and saved > 0
+    plot = re.search(r"^selection plot: \S+/(model-selection-\w+\.png)$", first, re.M).group(1)
+
+    demo = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     seen = []
     try:
         for line in demo.stdout:
@@ -159,55 +172,24 @@ def test_the_server_demo_runs_through_http_and_ctrl_c_stops_both_servers(tmp_pat
                 break
         output = "".join(seen)
         assert "Both servers stay up" in output, output[-3000:]
+        assert f"S3: {saved} objects of earlier runs put back" in output
+        assert f"registered {MODEL} version 2 as @champion" in output
         pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", output)]
         assert len(pids) == 2
-        assert f"registered {MODEL} version 1 as @champion" in output
         # Artifacts went through the server's proxy to S3, tagged with the run's values.
         assert re.search(r"S3: \d+ objects in team\+s3://mlflow-demo/artifacts; tags of one: .*team\.author=", output)
-        demo.send_signal(signal.SIGINT)  # Ctrl-C
-        rest, _ = demo.communicate(timeout=60)
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-    assert "Both servers stopped." in rest
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
-    # The demo's output is its progress bar and summary, not a line per run from MLflow.
-    assert "View run" not in output + rest and "View experiment" not in output + rest
-    assert "Downloading artifacts" not in output + rest
-    assert "in a browser" in output  # the URL printed while it is up
+        url = re.search(r"Open (http://\S+) in a browser", output).group(1)
+        s3_url = re.search(r"moto S3 at (http://\S+) ", output).group(1)
 
-
-def test_the_server_demo_without_waiting_prints_no_dead_url_and_keeps_its_artifacts(tmp_path):
-    from mlflow_team.demo import servers, workflow
-
-    workdir = tmp_path / "demo-no-wait"
-    result = subprocess.run(
-        [sys.executable, "-m", "mlflow_team.cli", "demo", "--server", "--no-wait", "--workdir", str(workdir),
-         "--trials", "2", "--rows", "3000"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    assert "in a browser" not in output and "stay up" not in output
-    assert "View run" not in output and "View experiment" not in output
-    assert output.index("Both servers stopped.") > output.index(f"registered {MODEL} version 1 as @champion")
-    saved = int(re.search(r"the bucket's (\d+) objects in (\S+); ", output).group(1))
-    assert (workdir / servers.MIRROR / servers.MANIFEST).is_file() and saved > 0
-    plot = re.search(r"^selection plot: \S+/(model-selection-\w+\.png)$", output, re.M).group(1)
-
-    # What it leaves is usable: servers started again on it serve every artifact server.db lists.
-    with servers.team_server(workdir) as running:
-        assert running["restored"] == saved
-        mlflow.set_tracking_uri(running["tracking_url"])
-        mlflow.set_registry_uri(running["tracking_url"])
+        # What the first run left is usable: its champion, its model and its plot.
+        mlflow.set_tracking_uri(url)
+        mlflow.set_registry_uri(url)
         client = MlflowClient()
-        champion = client.get_model_version_by_alias(MODEL, "champion")
-        picked = client.get_run(champion.tags["run_id"])
+        first_champion = client.get_model_version(MODEL, "1")
+        picked = client.get_run(first_champion.tags["run_id"])
         size = workflow.logged_model_bytes(model_id_of(picked), client)
         assert picked.data.metrics["model_size_mb"] == pytest.approx(size / 1e6, abs=0.0001)
-        model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+        model = mlflow.pyfunc.load_model(f"models:/{MODEL}/1")
         import pandas as pd
 
         assert len(model.predict(pd.DataFrame({"PU_DO": ["74_75"], "trip_distance": [1.2]}))) == 1
@@ -215,6 +197,22 @@ def test_the_server_demo_without_waiting_prints_no_dead_url_and_keeps_its_artifa
         local = Path(client.download_artifacts(tuning, f"selection/{plot}", str(tmp_path)))
         assert local.read_bytes()[:8] == PNG_SIGNATURE
         assert local.read_bytes() == (workdir / "plots" / plot).read_bytes()
-        _, tags = servers.tagged_objects(running["s3"])
+        s3 = boto3.client("s3", endpoint_url=s3_url, **{k.lower(): v for k, v in servers.CREDENTIALS.items()
+                                                        if k != "AWS_DEFAULT_REGION"}, region_name="us-east-1")
+        _, tags = servers.tagged_objects(s3)
         assert tags.get("team.project") == "nyc-taxi"  # the objects' tags came back too
-    assert running["saved"] == saved
+
+        demo.send_signal(signal.SIGINT)  # Ctrl-C
+        rest, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert "Both servers stopped." in rest
+    assert int(re.search(r"the bucket's (\d+) objects in ", rest).group(1)) > saved
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    # The demo's output is its progress bar and summary, not a line per run from MLflow.
+    for text in (first, output + rest):
+        assert "View run" not in text and "View experiment" not in text
+        assert "Downloading artifacts" not in text

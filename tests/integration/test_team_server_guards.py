@@ -85,6 +85,7 @@ def _runs_and_a_model(tmp_path: Path, first: str, second: str):
 
 @pytest.fixture(scope="module")
 def _local_server(tmp_path_factory):
+    """The module's team server on SQLite (also the SQLite one of the search tests below)."""
     workdir = tmp_path_factory.mktemp("guards-local")
     with mlflow_server(f"team+sqlite:///{workdir}/mlflow.db", workdir, workers=DEFAULT_WORKERS,
                        extra=TEAM_APP) as url:
@@ -223,11 +224,12 @@ def _stock_ids(stock_uri: str, experiment_id: str, filter_string: str) -> set[st
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def _search_server(request, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp(f"guards-{request.param}")
     if request.param == "sqlite":
-        plain = f"sqlite:///{workdir}/mlflow.db"
-    else:
-        plain = request.getfixturevalue("postgresql_url")
+        url, workdir = request.getfixturevalue("_local_server")
+        yield url, f"sqlite:///{workdir}/mlflow.db"
+        return
+    workdir = tmp_path_factory.mktemp(f"guards-{request.param}")
+    plain = request.getfixturevalue("postgresql_url")
     with mlflow_server(f"team+{plain}", workdir, workers=DEFAULT_WORKERS, extra=TEAM_APP) as url:
         yield url, plain
 

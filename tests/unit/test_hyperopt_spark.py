@@ -201,14 +201,21 @@ def search_through(tracking_uri: str, experiment_name: str, max_evals: int = 3) 
     return experiment_id
 
 
-@pytest.mark.server
-def test_the_course_objective_on_spark_through_an_mlflow_server(spark, tmp_path):
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One `mlflow server` on a team+sqlite store for the module's searches through a server."""
     from tests.helpers.server import mlflow_server
 
-    with mlflow_server(f"team+sqlite:///{tmp_path}/server.db", tmp_path) as url:
-        experiment_id = search_through(url, "spark/through-a-server")
-        parent, children = the_ui_shows_one_trial_run_per_trial(experiment_id, 3)
-        assert all(c.data.tags["team.author"] == parent.data.tags["team.author"] for c in children)
+    workdir = tmp_path_factory.mktemp("spark-server")
+    with mlflow_server(f"team+sqlite:///{workdir}/server.db", workdir) as url:
+        yield url
+
+
+@pytest.mark.server
+def test_the_course_objective_on_spark_through_an_mlflow_server(spark, server):
+    experiment_id = search_through(server, "spark/through-a-server")
+    parent, children = the_ui_shows_one_trial_run_per_trial(experiment_id, 3)
+    assert all(c.data.tags["team.author"] == parent.data.tags["team.author"] for c in children)
 
 
 @pytest.mark.postgres
@@ -238,28 +245,26 @@ fmin(objective, SEARCH_SPACE, algo=tpe.suggest, max_evals=2, trials=SparkTrials(
 
 
 @pytest.mark.server
-def test_executors_that_cannot_reach_the_server_still_get_their_trials_logged_by_the_driver(spark, tmp_path):
+def test_executors_that_cannot_reach_the_server_still_get_their_trials_logged_by_the_driver(spark, server):
     import subprocess
     import sys
     from pathlib import Path
 
     from mlflow_team.hyperopt.spark import NOT_CAPTURED
-    from tests.helpers.server import mlflow_server
 
     root = str(Path(__file__).resolve().parents[2])
-    with mlflow_server(f"team+sqlite:///{tmp_path}/server.db", tmp_path) as url:
-        done = subprocess.run(
-            [sys.executable, "-c", UNREACHABLE_SCRIPT, url, root], cwd=root, capture_output=True, text=True,
-            timeout=600, env={**os.environ, "PYSPARK_PYTHON": sys.executable, "NO_PROXY": "127.0.0.1"},
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        # told once, saying why
-        first_line = NOT_CAPTURED.split("{uri}")[0]
-        assert done.stderr.count(first_line) == 1 and "Connection" in done.stderr
-        mlflow.set_tracking_uri(url)
-        experiment_id = mlflow.get_experiment_by_name("spark/unreachable").experiment_id
-        # the objective's own tag, params and rmse came back with the result: the UI shows the same runs
-        the_ui_shows_one_trial_run_per_trial(experiment_id, 2)
+    done = subprocess.run(
+        [sys.executable, "-c", UNREACHABLE_SCRIPT, server, root], cwd=root, capture_output=True, text=True,
+        timeout=600, env={**os.environ, "PYSPARK_PYTHON": sys.executable, "NO_PROXY": "127.0.0.1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # told once, saying why
+    first_line = NOT_CAPTURED.split("{uri}")[0]
+    assert done.stderr.count(first_line) == 1 and "Connection" in done.stderr
+    mlflow.set_tracking_uri(server)
+    experiment_id = mlflow.get_experiment_by_name("spark/unreachable").experiment_id
+    # the objective's own tag, params and rmse came back with the result: the UI shows the same runs
+    the_ui_shows_one_trial_run_per_trial(experiment_id, 2)
 
 
 def test_while_autologging_is_on_sparktrials_polls_wake_when_a_trial_ends():
