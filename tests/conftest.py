@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -43,19 +44,24 @@ defaults = { "team.name" = "vision" }
 [reserved-tags]
 """
 
+# New team+sqlite files are copies of a schema template (mlflow_team.store.db): the suite keeps its
+# own, outside the user's cache; servers and notebooks the tests start inherit the setting.
+os.environ.setdefault("MLFLOW_TEAM_CACHE_DIR", str(Path(tempfile.gettempdir()) / "mlflow-team-tests-cache"))
+
 PG_ADMIN = dict(host="127.0.0.1", port=5432, user="root", dbname="test")
 MYSQL_ADMIN = dict(host="127.0.0.1", port=3306, user="root", password="")
 
 
-#: The slowest modules (servers, Spark, whole workflows), slowest first, measured with
-#: ``--durations``. xdist's ``--dist loadfile`` hands out whole files in collection order, so these
-#: go first and the short ones fill in around them, instead of the Spark module starting last.
+#: The slowest modules (servers, Spark, whole workflows), slowest first, by the sums of their tests'
+#: durations (``--junitxml``). xdist's ``--dist loadfile`` (with ``--no-loadscope-reorder``) hands
+#: out whole files in collection order, so these go first and the short ones fill in around them.
 SLOWEST_MODULES = (
-    "integration/test_demo.py", "unit/test_hyperopt_spark.py", "integration/test_team_server_reaper.py",
-    "integration/test_artifacts_server.py", "integration/test_team_server_guards.py", "unit/test_examples.py",
-    "integration/test_eject.py", "integration/test_search_differential.py", "contract/test_contract.py",
-    "integration/test_team_server.py", "integration/test_readme.py", "integration/test_identity_workers.py",
-    "integration/test_browser.py",
+    "integration/test_demo.py", "integration/test_team_server_reaper.py", "unit/test_hyperopt_spark.py",
+    "integration/test_team_server_guards.py", "integration/test_eject.py", "integration/test_search_differential.py",
+    "integration/test_artifacts_server.py", "integration/test_team_server.py", "integration/test_readme.py",
+    "unit/test_examples.py", "contract/test_contract.py", "integration/test_identity_workers.py",
+    "unit/test_store_sqlite.py", "integration/test_identity_server.py", "integration/test_artifacts_half_directory.py",
+    "integration/test_crash_and_concurrency.py", "integration/test_browser.py",
 )
 
 

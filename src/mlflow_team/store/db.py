@@ -290,9 +290,15 @@ def _known_revision(revision: str) -> bool:
 
 
 def _create_tables(url: str) -> None:
-    """Run MLflow's migrations on a plain engine: they manage their own pragmas/transactions."""
+    """Run MLflow's migrations on a plain engine: they manage their own pragmas/transactions. A new
+    SQLite file is a copy of the schema this MLflow and mlflow-team made before, where there is one
+    (:func:`_from_template`)."""
     from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
 
+    path = uri.sqlite_path(url)
+    template = _template_path() if path is not None else None
+    if template is not None and _from_template(template, path):
+        return
     plain = create_sqlalchemy_engine(url)
     try:
         if plain.dialect.name == "sqlite":
@@ -302,6 +308,94 @@ def _create_tables(url: str) -> None:
         _create_team_indexes(plain)
     finally:
         plain.dispose()
+    if template is not None:
+        _save_template(path, template)
+
+
+# --- new SQLite files from a template --------------------------------------------------------
+# MLflow creates a database by running every one of its migrations (~70 alembic steps: about 2 s,
+# each time a notebook or a test opens a new SQLite file). What they leave is the same every time
+# for one MLflow and one mlflow-team (the schema, its alembic revision and the default workspace
+# row), so the first new file is kept as a template in the user's cache, and later new files are
+# copies of it, made with SQLite's backup API (one transaction into the new file: all or nothing).
+# Any failure falls back to MLflow's migrations. MLFLOW_TEAM_CACHE_DIR moves the cache; "off" turns
+# templates off.
+
+CACHE_DIR_ENV = "MLFLOW_TEAM_CACHE_DIR"
+
+
+def _template_path() -> Path | None:
+    """Where this MLflow's and mlflow-team's schema template lives (None: templates are off)."""
+    import os
+    import sqlite3
+    from importlib.metadata import version
+
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    from mlflow_team.store import search
+
+    setting = os.environ.get(CACHE_DIR_ENV, "").strip()
+    if setting.lower() == "off":
+        return None
+    base = Path(setting).expanduser() if setting else (
+        Path(os.environ.get("XDG_CACHE_HOME", "") or Path.home() / ".cache") / "mlflow-team")
+    try:
+        key = repr((*(version(name) for name in ("mlflow-skinny", "mlflow-team", "sqlalchemy", "alembic")),
+                    _get_latest_schema_revision(), sqlite3.sqlite_version, search.INDEXES))
+    except Exception as exc:  # noqa: BLE001 - no template is better than a wrong one
+        _logger.debug("mlflow-team: no schema template: %s", exc)
+        return None
+    return base / f"sqlite-schema-{hashlib.sha256(key.encode()).hexdigest()[:20]}.db"
+
+
+def _from_template(template: Path, path: Path) -> bool:
+    """Copy the template's schema into the new file ``path``; False (nothing changed) without one."""
+    import sqlite3
+
+    if not template.is_file():
+        return False
+    try:
+        source = sqlite3.connect(f"{template.as_uri()}?mode=ro", uri=True)
+        try:
+            target = sqlite3.connect(path)
+            try:
+                source.backup(target)
+                target.execute("PRAGMA journal_mode = WAL")
+            finally:
+                target.close()
+        finally:
+            source.close()
+        return True
+    except sqlite3.Error as exc:  # a damaged template: MLflow's migrations, and a new template after them
+        _logger.debug("mlflow-team: the schema template %s was not used: %s", template, exc)
+        template.unlink(missing_ok=True)
+        return False
+
+
+def _save_template(path: Path, template: Path) -> None:
+    """Keep the new file's schema as the template (written aside, then renamed into place)."""
+    import os
+    import sqlite3
+
+    if template.exists():
+        return
+    aside = template.with_name(f"{template.name}.{os.getpid()}.tmp")
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        source = sqlite3.connect(path)
+        try:
+            target = sqlite3.connect(aside)
+            try:
+                source.backup(target)
+                target.execute("PRAGMA journal_mode = DELETE")  # one file, no -wal beside it
+            finally:
+                target.close()
+        finally:
+            source.close()
+        os.replace(aside, template)
+    except (OSError, sqlite3.Error) as exc:  # a read-only home, a full disk: no template, no harm
+        _logger.debug("mlflow-team: the schema template %s was not written: %s", template, exc)
+        aside.unlink(missing_ok=True)
 
 
 def _create_team_indexes(engine: sqlalchemy.engine.Engine) -> None:
