@@ -209,6 +209,11 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
         # build) are only made for a page that reaches past the index.
         first = _ordered_first(order_by, run, store.db_type) if max_results is not None else None
         newest = _newest_first(order_by, run, store.db_type)
+        if first is None and store.db_type == "postgresql" and isinstance(session.bind, sa.engine.Engine):
+            # Without the ordered walk (whose settings live in a transaction), the search's
+            # statements run in autocommit: no BEGIN and COMMIT round trips. Each statement sees
+            # what was committed before it, as each does in stock's READ COMMITTED transaction.
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         stock_order = get_order(order_by, session) if first is None and newest is None else None
         attribute_filters, entity_filters, dataset_filters = get_filters(parsed, session, store._get_dialect())
         if dataset_filters:
