@@ -355,16 +355,7 @@ def _from_template(template: Path, path: Path) -> bool:
     if not template.is_file():
         return False
     try:
-        source = sqlite3.connect(f"{template.as_uri()}?mode=ro", uri=True)
-        try:
-            target = sqlite3.connect(path)
-            try:
-                source.backup(target)
-                target.execute("PRAGMA journal_mode = WAL")
-            finally:
-                target.close()
-        finally:
-            source.close()
+        _backup(f"{template.as_uri()}?mode=ro", path, "WAL")
         return True
     except sqlite3.Error as exc:  # a damaged template: MLflow's migrations, and a new template after them
         _logger.debug("mlflow-team: the schema template %s was not used: %s", template, exc)
@@ -382,20 +373,21 @@ def _save_template(path: Path, template: Path) -> None:
     aside = template.with_name(f"{template.name}.{os.getpid()}.tmp")
     try:
         template.parent.mkdir(parents=True, exist_ok=True)
-        source = sqlite3.connect(path)
-        try:
-            target = sqlite3.connect(aside)
-            try:
-                source.backup(target)
-                target.execute("PRAGMA journal_mode = DELETE")  # one file, no -wal beside it
-            finally:
-                target.close()
-        finally:
-            source.close()
+        _backup(path.as_uri(), aside, "DELETE")  # one file, no -wal beside it
         os.replace(aside, template)
     except (OSError, sqlite3.Error) as exc:  # a read-only home, a full disk: no template, no harm
         _logger.debug("mlflow-team: the schema template %s was not written: %s", template, exc)
         aside.unlink(missing_ok=True)
+
+
+def _backup(source_uri: str, target: Path, journal_mode: str) -> None:
+    """SQLite's backup of ``source_uri`` into ``target`` (one transaction), then its journal mode."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(source_uri, uri=True)) as source, closing(sqlite3.connect(target)) as copy:
+        source.backup(copy)
+        copy.execute(f"PRAGMA journal_mode = {journal_mode}")
 
 
 def _create_team_indexes(engine: sqlalchemy.engine.Engine) -> None:
