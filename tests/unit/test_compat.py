@@ -106,6 +106,43 @@ def test_a_minor_newer_than_the_tested_ones_keeps_the_lean_paths_off(monkeypatch
     assert result.ok("engine") and result.ok("sessions") and result.ok("gc")
 
 
+def test_a_changed_run_data_turns_the_field_by_field_pages_off(tmp_path, monkeypatch, caplog):
+    """A RunData that grows a field: search pages are built with its constructor, so runs carry it."""
+    from mlflow.entities import RunData
+
+    constructor = RunData.__init__
+
+    def grown(self, metrics=None, params=None, tags=None):
+        constructor(self, metrics, params, tags)
+        self._grown = sorted(self._params)
+
+    monkeypatch.setattr(RunData, "__init__", grown)
+    result = compat.probe()
+    assert not result.ok("entities") and result.ok("search")
+    assert "_grown" in "; ".join(result.failures["entities"])
+    client = MlflowClient(tracking_uri=f"team+sqlite:///{tmp_path}/mlflow.db")
+    run_id = client.create_run("0").info.run_id
+    client.log_param(run_id, "max_depth", "4")
+    client.set_tag(run_id, "model", "xgboost")
+    client.log_metric(run_id, "rmse", 6.5)
+    with caplog.at_level(logging.WARNING, logger="mlflow_team.store.compat"):
+        (found,) = client.search_runs(["0"], "params.max_depth = '4'")
+    assert found.data._grown == ["max_depth"]
+    assert (found.data.params, found.data.tags["model"], found.data.metrics) == ({"max_depth": "4"}, "xgboost",
+                                                                                 {"rmse": 6.5})
+    assert any("RunData's constructor instead" in r.getMessage() for r in caplog.records)
+
+
+def test_run_data_field_by_field_is_what_its_constructor_makes():
+    from mlflow.entities import Metric, Param, RunData, RunTag
+
+    metrics = [Metric("rmse", 6.5, 1, 0), Metric("loss", float("nan"), 2, 3)]
+    made = RunData(metrics=list(metrics), params=[Param("max_depth", "4")], tags=[RunTag("model", "xgboost")])
+    ours = compat.run_data_from_dicts(list(metrics), {"max_depth": "4"}, {"model": "xgboost"})
+    assert ours.to_proto() == made.to_proto()
+    assert (ours.params, ours.tags, ours.metrics.keys()) == (made.params, made.tags, made.metrics.keys())
+
+
 def test_a_missing_session_hook_turns_the_team_sessions_off(tmp_path, monkeypatch, caplog):
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 

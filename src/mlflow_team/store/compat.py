@@ -4,7 +4,7 @@ MLflow's private names are a debt: nothing promises they survive a minor release
 (policy, identity, artifacts) ride on MLflow's public store and repository methods; what still
 needs an internal is named here, grouped by what it buys:
 
-* **accelerators** (``engine``, ``sessions``, ``schema``, ``lean``, ``search``): speed and hardening. When a
+* **accelerators** (``engine``, ``sessions``, ``schema``, ``lean``, ``search``, ``entities``): speed and hardening. When a
   probe fails, the store runs MLflow's own path for that part and logs one line saying so:
   slower, never wrong, never a crash.
 * **guards** (``gc``): an internal that *enforces a rule*. ``mlflow gc`` deletes through private
@@ -63,6 +63,8 @@ GROUPS = {
         Group("search", "accelerator",
               "search_runs by EXISTS on primary keys and plain-SQL pages (with the team_runs_search index)",
               "MLflow's own search_runs"),
+        Group("entities", "accelerator", "search pages' RunData set field by field from the rows' dicts",
+              "RunData's constructor"),
         Group("gc", "guard", "`mlflow gc` stops before deleting what a registered model needs",
               "the store refuses to start while protected-deletions is on"),
         Group("artifacts", "guard", "artifact downloads checked against their SHA-256 (team+file, team+s3)",
@@ -139,7 +141,6 @@ INTERNALS: tuple[Internal, ...] = (
     Internal(f"{_STORE}:SqlAlchemyStore._get_model_outputs_bulk", "search", ("run_ids", "session")),
     Internal(f"{_STORE}:_parse_experiment_ids", "search", optional=True),  # 3.17+
     Internal("mlflow.store.tracking.dbmodels.models:SqlRun", "search"),
-    Internal("mlflow.utils.mlflow_tags:_get_run_name_from_tags", "search", ("tags",)),
     # gc: the private methods `mlflow gc` deletes through (checked against gc's own source too)
     Internal(f"{_STORE}:SqlAlchemyStore._get_deleted_runs", "gc", ("older_than",)),
     Internal(f"{_STORE}:SqlAlchemyStore._get_deleted_logged_models", "gc", ("older_than",)),
@@ -372,6 +373,7 @@ class Probe:
     #: What a group needs besides its own internals.
     NEEDS = {
         "sessions": ("engine",), "lean": ("sessions",), "search": ("sessions",), "schema": ("engine",),
+        "entities": ("search",),
         "s3": ("artifacts",),
         "spark-polling": ("spark",),
     }
@@ -425,6 +427,41 @@ def _lean_checks(version: tuple[int, int]) -> list[str]:
     return _check_columns(LEAN_COLUMNS, exact=True) + _untested(version, "the lean paths repeat stock's semantics")
 
 
+#: RunData's fields as :func:`run_data_from_dicts` sets them; the ``entities`` probe checks that
+#: its constructor still makes exactly these.
+RUN_DATA_FIELDS = ("_metric_objs", "_metrics", "_params", "_tags")
+
+
+def run_data_from_dicts(metrics: list, params: dict, tags: dict) -> Any:
+    """``RunData(metrics, [Param(k, v) ...], [RunTag(k, v) ...])`` without the Param and RunTag
+    objects, which its constructor only reads into ``{key: value}`` dicts (``entities`` group)."""
+    from mlflow.entities import RunData
+
+    data = RunData.__new__(RunData)
+    data._metric_objs = metrics
+    data._metrics = {metric.key: metric.value for metric in metrics}
+    data._params = params
+    data._tags = tags
+    return data
+
+
+def _check_run_data(_version: tuple[int, int]) -> list[str]:
+    """RunData's constructor must make exactly what :func:`run_data_from_dicts` makes."""
+    try:
+        from mlflow.entities import Metric, Param, RunData, RunTag
+
+        metrics = [Metric("rmse", 6.5, 1, 0), Metric("loss", float("nan"), 2, 3)]
+        made = RunData(metrics=list(metrics), params=[Param("max_depth", "4")], tags=[RunTag("model", "xgboost")])
+        fields = vars(made)
+        ours = vars(run_data_from_dicts(list(metrics), {"max_depth": "4"}, {"model": "xgboost"}))
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not as we know it"
+        return [f"RunData cannot be built as mlflow-team builds it ({exc})"]
+    if set(fields) != set(RUN_DATA_FIELDS) or repr(fields) != repr(ours):
+        return [f"RunData's constructor sets {sorted(fields)}, not the fields mlflow-team sets "
+                f"({', '.join(RUN_DATA_FIELDS)}) as it sets them"]
+    return []
+
+
 def _search_checks(version: tuple[int, int]) -> list[str]:
     # the accelerated search re-arranges stock's statement (the differential suite compares them)
     return _check_columns(SEARCH_COLUMNS, exact=False) + _untested(version, "the accelerated search repeats stock's semantics")
@@ -437,6 +474,7 @@ _EXTRA_CHECKS: dict[str, Callable[[tuple[int, int]], list[str]]] = {
     "lean": _lean_checks,
     "gc": lambda _version: _check_columns(LINK_COLUMNS, exact=False) + _check_gc_source(),
     "search": _search_checks,
+    "entities": _check_run_data,
     "artifacts": lambda _version: _check_download_path(),
 }
 
