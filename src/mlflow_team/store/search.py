@@ -17,9 +17,14 @@ Here the same search is two steps:
    (each of those tables has at most one row per run and key, so stock's joins never repeat a
    run). The page is the same ``OFFSET``/``LIMIT`` window of the same total order, so page tokens
    are stock's.
-2. **What each run holds.** The page's runs, params, tags and latest metrics are read with four
-   plain ``SELECT ... WHERE run_uuid IN (...)`` and turned into the entities ``SqlRun.to_mlflow_entity``
-   makes; inputs and logged-model outputs come from stock's own bulk helpers.
+2. **What each run holds.** The page's runs, params, tags and latest metrics are read with plain
+   ``SELECT ... WHERE run_uuid IN (...)`` (one per table on SQLite, one ``UNION ALL`` elsewhere)
+   and turned into the entities ``SqlRun.to_mlflow_entity`` makes; inputs and logged-model outputs
+   come from stock's own bulk helpers.
+
+What a search costs besides its statements is kept small too: filter and order strings are parsed,
+and stock's clauses for a filter built, once per string; PostgreSQL's page is read through the
+driver's cursor; ``RunData`` is set from dicts (the ``entities`` probe).
 
 The indexes of :data:`INDEXES` (stock has none on ``runs.experiment_id``, nor on tag and param
 values) let a search read its experiment's runs only, and an equality filter find its runs
