@@ -291,3 +291,21 @@ def test_runs_carry_stocks_dataset_inputs_and_logged_model_outputs(searched):
     assert sum(1 for r in found if r.inputs.dataset_inputs) >= 8
     assert sum(1 for r in found if r.outputs and r.outputs.model_outputs) >= 4
     assert [_view(r) for r in found] == [_view(r) for r in stock.search_runs(*args)]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_postgresqls_page_is_stocks_through_either_driver(searched, db_url):
+    """PostgreSQL's page is read through the driver's own cursor: psycopg's and psycopg2's
+    (``team+postgresql+psycopg://``, ``team+postgresql+psycopg2://``) answer what stock answers."""
+    from mlflow_team.store.tracking import TeamSqlAlchemyStore
+
+    stock, _, experiment_id, _ = searched
+    address = db_url.split("://", 1)[1]
+    teams = [TeamSqlAlchemyStore(f"team+postgresql+{driver}://{address}", stock.artifact_root_uri)
+             for driver in ("psycopg", "psycopg2")]
+    assert [team.engine.dialect.driver for team in teams] == ["psycopg", "psycopg2"]
+    for filter_string, order_by in [("", None), ("metrics.rmse < 7", ["metrics.rmse"]),
+                                    ("tags.developer LIKE 'a%'", ["params.learning_rate DESC"])]:
+        args = ([experiment_id], filter_string, ViewType.ALL, 20, order_by)
+        want = _walk(stock, *args)
+        assert [_walk(team, *args) for team in teams] == [want, want], (filter_string, order_by)
