@@ -279,12 +279,20 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
 
 
 @functools.lru_cache(maxsize=256)
-def _order_key(order_by: str) -> tuple[str, str, bool]:
-    """``SearchUtils.parse_order_by_for_search_runs`` (sqlparse), once per order string: its
-    ``(key type, key, ascending)``; an order it refuses raises stock's error each time."""
+def _order_key_once(order_by: str) -> tuple[str, str, bool]:
     from mlflow.utils.search_utils import SearchUtils
 
     return tuple(SearchUtils.parse_order_by_for_search_runs(order_by))
+
+
+def _order_key(order_by: Any) -> tuple[str, str, bool]:
+    """``SearchUtils.parse_order_by_for_search_runs`` (sqlparse), once per order string: its
+    ``(key type, key, ascending)``; an order it refuses raises stock's error each time."""
+    if not isinstance(order_by, str):
+        from mlflow.utils.search_utils import SearchUtils
+
+        return SearchUtils.parse_order_by_for_search_runs(order_by)  # stock's answer to whatever it is
+    return _order_key_once(order_by)
 
 
 @functools.lru_cache(maxsize=256)
@@ -337,8 +345,7 @@ def _newest_first(order_by: list[str] | None, run: Any, dialect: str) -> list[An
 
     if dialect not in ("sqlite", "postgresql") or not order_by or len(order_by) != 1:
         return None
-    key_type, key, ascending = _order_key(order_by[0]) if isinstance(order_by[0], str) else (
-        SearchUtils.parse_order_by_for_search_runs(order_by[0]))
+    key_type, key, ascending = _order_key(order_by[0])
     if ascending or SearchUtils.translate_key_alias(key) != "start_time" or not (
         SearchUtils.is_string_attribute(key_type, "start_time", "=")
         or SearchUtils.is_numeric_attribute(key_type, "start_time", "=")
@@ -373,8 +380,7 @@ def _ordered_first(order_by: list[str] | None, run: Any, dialect: str) -> tuple[
 
     if dialect not in ("sqlite", "postgresql") or not order_by or len(order_by) != 1:
         return None
-    key_type, key, ascending = _order_key(order_by[0]) if isinstance(order_by[0], str) else (
-        SearchUtils.parse_order_by_for_search_runs(order_by[0]))
+    key_type, key, ascending = _order_key(order_by[0])
     kind = next((k for k, is_kind in (("metric", SearchUtils.is_metric), ("param", SearchUtils.is_param),
                                       ("tag", SearchUtils.is_tag)) if is_kind(key_type, "=")), None)
     if kind is None:
@@ -626,6 +632,7 @@ def _inputs_and_outputs(store: Any, session: Any, run_ids: list[str], any_found:
 def _hydrate(store: Any, session: Any, run_ids: list[str]) -> list[Any]:
     """The runs as ``SqlRun.to_mlflow_entity`` makes them, with stock's inputs and outputs."""
     from mlflow.entities import Metric, Run, RunInfo, RunInputs, RunOutputs
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
     if not run_ids:
         return []
@@ -667,16 +674,13 @@ def _hydrate(store: Any, session: Any, run_ids: list[str]) -> list[Any]:
         run_tags = tags[run_id]
         info = RunInfo(
             # SqlRun.to_mlflow_entity: a run without a name takes its mlflow.runName tag's, if any
-            run_id=run_id, run_name=name or run_tags.get(_RUN_NAME_TAG) or name, experiment_id=str(experiment_id),
+            run_id=run_id, run_name=name or run_tags.get(MLFLOW_RUN_NAME) or name, experiment_id=str(experiment_id),
             user_id=user_id, status=status, start_time=start_time, end_time=end_time, lifecycle_stage=stage,
             artifact_uri=artifact_uri,
         )
         data = run_data(metrics[run_id], params[run_id], run_tags)
         runs.append(Run(info, data, RunInputs(dataset_inputs=inputs[i]), RunOutputs(outputs[run_id])))
     return runs
-
-
-_RUN_NAME_TAG = "mlflow.runName"  # mlflow.utils.mlflow_tags.MLFLOW_RUN_NAME
 
 
 def _run_data_builder() -> Callable[[list, dict, dict], Any]:
