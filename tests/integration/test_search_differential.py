@@ -86,15 +86,20 @@ _GENERATED: dict[str, tuple[str, str]] = {}
 
 
 @pytest.fixture
-def searched(db_url, tmp_path_factory):
+def searched(db_url, tmp_path_factory, monkeypatch):
     """(stock store, team store, experiment ids) on one database with the accelerator's indexes;
-    the experiment is generated once per database."""
+    the experiment is generated once per database. Its ~130 runs are far fewer than the ordered
+    walk waits for (2,000): here it walks any experiment, so that every ordered search below
+    takes it."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     from mlflow_team.store import compat, db, search
     from mlflow_team.store.tracking import TeamSqlAlchemyStore
 
     compat.reset()
+    monkeypatch.setattr(search, "_WALK_MIN_RUNS", 1)
+    monkeypatch.setattr(search, "_WALK_MIN_SHARE", 10**9)
+    monkeypatch.setattr(search, "_WALK_PAYS", {})
     artifacts = tmp_path_factory.getbasetemp().joinpath("search-artifacts").as_uri()
     stock = SqlAlchemyStore(db_url, artifacts)
     search.create_indexes(stock.engine)
@@ -309,3 +314,31 @@ def test_postgresqls_page_is_stocks_through_either_driver(searched, db_url):
         args = ([experiment_id], filter_string, ViewType.ALL, 20, order_by)
         want = _walk(stock, *args)
         assert [_walk(team, *args) for team in teams] == [want, want], (filter_string, order_by)
+
+
+def _statements(engine) -> list[str]:
+    import sqlalchemy as sa
+
+    seen: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+    return seen
+
+
+def test_a_small_share_of_the_database_keeps_stocks_order_and_a_large_one_is_walked(searched, monkeypatch):
+    """The ordered walk reads every experiment's values of the key: an experiment holding a small
+    share of the database's runs is answered by stock's order instead (the walk read 100,000
+    values for a page of a 1,000-run experiment), a large one by the walk; both answer what stock
+    answers. (MySQL and MariaDB have no walk.)"""
+    from mlflow_team.store import search
+
+    stock, team, experiment_id, other_id = searched
+    monkeypatch.setattr(search, "_WALK_MIN_RUNS", 20)  # the other experiment has 10 runs, this one ~130
+    monkeypatch.setattr(search, "_WALK_MIN_SHARE", 10**9)
+    monkeypatch.setattr(search, "_WALK_PAYS", {})
+    seen = _statements(team.engine)
+    for ids, walked in (([other_id], False), ([experiment_id], team.db_type != "mysql")):  # MySQL: never
+        for filter_string, order_by in [("", ["metrics.rmse"]), ("tags.model LIKE 'xg%'", ["params.objective DESC"])]:
+            seen.clear()
+            args = (ids, filter_string, ViewType.ACTIVE_ONLY, 5, order_by)
+            assert _walk(team, *args) == _walk(stock, *args), (ids, filter_string, order_by)
+            assert any("team_order" in sql for sql in seen) == walked, (ids, filter_string, order_by)

@@ -40,6 +40,7 @@ import functools
 import gc
 import logging
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -241,15 +242,19 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
         where = (*(scope if few else plain), *filters)
         run_ids = None
         # an equality that names few runs (a parent's trials) finds them faster than any walk of
-        # the experiment's values would
-        if first is not None and not few:
+        # the experiment's values would, and so does stock's order for a small experiment
+        if first is not None and not few and _walk_pays(session, store.db_type, plain, experiment_ids, stages):
             values, conditions, order = first
+            if store.db_type == "postgresql":
+                # each filter checked run by run as the walk reaches it (see _semi_joins' fence)
+                joins, _ = _semi_joins(session, entity_filters, None, run, store.db_type, walked=values)
             # SQLite would start from the runs index and sort every matching run: with the runs'
             # stage and experiment out of any index's reach (`+column`), it walks the values' index
             stmt = sa.select(run.run_uuid).join(values, values.c.run_uuid == run.run_uuid).where(
-                *conditions, *scope, *filters,
+                *conditions, *scope, *attribute_filters, *joins,
             ).order_by(*order).offset(offset).limit(max_results + 1)
-            previous = _walk_settings(session, store.db_type, _WALK_SETTINGS)
+            jit = (session.bind.dialect.server_version_info or (0,)) >= (11,)
+            previous = _walk_settings(session, store.db_type, _WALK_SETTINGS_11 if jit else _WALK_SETTINGS)
             run_ids = [row[0] for row in session.execute(stmt)]
             # back as they were, for what follows: left on, they slow the page's statement by
             # about 1.5 ms (a new plan each time) and would keep stock's order below from sorting
@@ -403,8 +408,12 @@ def _ordered_first(order_by: list[str] | None, run: Any, dialect: str) -> tuple[
 #: filters keep, 100 where there are thousands, and would join and sort them all: 74 ms against 9 ms
 #: at 10,000 runs), no parallel workers (starting them costs ~30 ms, the walk takes ~10), and a plan
 #: made for this statement's values (psycopg prepares a statement run five times, and PostgreSQL's
-#: generic plan for it, blind to the key and the page size, took 10 s at 100,000 runs).
+#: generic plan for it, blind to the key and the page size, took 10 s at 100,000 runs). And no JIT
+#: compilation (PostgreSQL 11+): the walk's cost estimate counts every run it could reach, not the
+#: page it stops at, and passes ``jit_above_cost`` on large pages (16 ms of compiling for a walk
+#: of 40 ms at 10,000 runs).
 _WALK_SETTINGS = {"enable_sort": "off", "max_parallel_workers_per_gather": "0", "plan_cache_mode": "force_custom_plan"}
+_WALK_SETTINGS_11 = {**_WALK_SETTINGS, "jit": "off"}
 
 
 def _walk_settings(session: Any, dialect: str, settings: dict[str, str]) -> dict[str, str]:
@@ -454,14 +463,23 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _semi_joins(session: Any, subqueries: Sequence[Any], equalities: list[bool] | None, run: Any,
-                dialect: str) -> tuple[list[Any], bool]:
+                dialect: str, walked: Any = None) -> tuple[list[Any], bool]:
     """Stock's filter subqueries (``SELECT * FROM <table> WHERE key = ? AND <comparison>``), each
     as a semi-join of ``runs``: a correlated ``EXISTS`` on the table's ``(key, run_uuid)`` primary
     key, or ``run_uuid IN (...)`` read off the value index for an equality on SQLite that names
     few runs (SQLite never turns an ``EXISTS`` around to start from those few rows, and a long
     ``IN`` list costs more than the ``EXISTS`` probes it saves; PostgreSQL and MySQL plan both
     forms alike, by their own statistics). Also whether an equality names few runs (SQLite and
-    PostgreSQL, off their value indexes)."""
+    PostgreSQL, off their value indexes).
+
+    ``walked`` (PostgreSQL's ordered walk: the walked values' alias): each ``EXISTS`` is tied to
+    the walked value's run and fenced with ``OFFSET 0``, "traditionally used as an optimization
+    fence" (PostgreSQL's ``simplify_EXISTS_query``, src/backend/optimizer/plan/subselect.c), so
+    that it stays a subplan checked on each value as the walk reads it, through the table's
+    ``(key, run_uuid)`` primary key, before the run's own row is read. Unfenced, the
+    planner makes it a join through ``run_uuid`` alone (every tag of a run read to find one),
+    after the runs lookup, and weighs join orders for a plan it makes anew each time: 12.6 ms
+    against 10.1 for a LIKE filter's second page at 10,000 runs (planning 2.2 ms against 0.4)."""
     if equalities is None or len(equalities) != len(subqueries):
         equalities = [False] * len(subqueries)  # not matched up: EXISTS is right for every filter
     clauses, few = [], False
@@ -475,8 +493,46 @@ def _semi_joins(session: Any, subqueries: Sequence[Any], equalities: list[bool] 
             if dialect == "sqlite":
                 clauses.append(run.run_uuid.in_(sa.select(table.c.run_uuid).where(select.whereclause)))
                 continue
-        clauses.append(sa.exists().where(table.c.run_uuid == run.run_uuid, select.whereclause))
+        if walked is not None:
+            clauses.append(sa.select(sa.literal(1)).select_from(table).where(
+                table.c.run_uuid == walked.c.run_uuid, select.whereclause).offset(0).exists())
+        else:
+            clauses.append(sa.exists().where(table.c.run_uuid == run.run_uuid, select.whereclause))
     return clauses, few
+
+
+#: The ordered walk reads the key's values of every experiment, in order, until it has a page of
+#: the searched ones: where those hold a small share of the database's runs (an experiment of
+#: 1,000 runs beside one of 100,000), most of what it reads is someone else's, and stock's order
+#: (join and sort the experiment's runs) costs less: 80 ms against 790 at 100,000 runs on
+#: PostgreSQL for a LIKE filter ordered by a param. The walk is taken where the searched
+#: experiments hold at least 2,000 runs and an eighth of the database's; both counted at most that
+#: far, and kept for half a minute (an experiment's size moves slowly, and either path answers
+#: the same).
+_WALK_MIN_RUNS = 2_000
+_WALK_MIN_SHARE = 8
+_WALK_TTL_S = 30.0
+_WALK_PAYS: dict[tuple, tuple[float, bool]] = {}
+
+
+def _walk_pays(session: Any, dialect: str, scope: tuple, experiment_ids: Sequence[int], stages: set[str]) -> bool:
+    """Whether the searched experiments hold enough of the database's runs for the ordered walk."""
+    key = (session.bind, tuple(sorted(experiment_ids)), tuple(sorted(stages)))
+    now = time.monotonic()
+    found = _WALK_PAYS.get(key)
+    if found is not None and found[0] > now:
+        return found[1]
+    if dialect == "postgresql":  # the planner's count of the table (-1 or 0: never analyzed)
+        total = session.execute(sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST('runs' AS regclass)")).scalar()
+    else:
+        total = session.execute(sa.select(sa.func.count()).select_from(sa.table("runs"))).scalar()
+    need = max(_WALK_MIN_RUNS, int(total or 0) // _WALK_MIN_SHARE)
+    run = compat.resolve("mlflow.store.tracking.dbmodels.models:SqlRun")
+    pays = not _fewer_than(session, run.__table__, sa.and_(*scope), need)
+    if len(_WALK_PAYS) >= _CLAUSES_MAX:
+        _WALK_PAYS.clear()
+    _WALK_PAYS[key] = (now + _WALK_TTL_S, pays)
+    return pays
 
 
 def _fewer_than(session: Any, table: Any, where: Any, limit: int) -> bool:
