@@ -261,6 +261,23 @@ def test_a_parents_trials_are_found_by_its_id(searched):
     assert [_view(r) for r in found] == [_view(r) for r in stock.search_runs(*args)]
 
 
+def test_run_id_in_and_not_in_lists_are_stocks(searched):
+    """``IN`` and ``NOT IN`` (MLflow takes a list for ``run_id`` only): SQLAlchemy renders the
+    list's values as it runs the statement, so these searches take its execution, not the driver's
+    cursor; asked twice, the second time from the kept statement."""
+    stock, team, experiment_id, _ = searched
+    ids = [r.info.run_id for r in stock.search_runs([experiment_id], "", ViewType.ALL, 1000)][::9]
+    listed = ", ".join(f"'{run_id}'" for run_id in ids)
+    for filter_string in (f"attributes.run_id IN ({listed})", f"attributes.run_id NOT IN ({listed})",
+                          f"run_id IN ('{ids[0]}')"):
+        for order_by in (None, ["metrics.rmse"], ["attributes.start_time DESC"]):
+            args = ([experiment_id], filter_string, ViewType.ALL, 4, order_by)
+            want = _walk(stock, *args)
+            assert want[0][0], filter_string
+            assert _walk(team, *args) == want, (filter_string, order_by)
+            assert _walk(team, *args) == want, (filter_string, order_by)
+
+
 @pytest.mark.parametrize("filter_string, order_by, max_results, token", [
     ("params.objective = reg:linear", None, 10, None),
     ("metrics.rmse < 'x'", None, 10, None),

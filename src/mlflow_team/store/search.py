@@ -220,60 +220,59 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
             # statements run in autocommit: no BEGIN and COMMIT round trips. Each statement sees
             # what was committed before it, as each does in stock's READ COMMITTED transaction.
             session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        stock_order = get_order(order_by, session) if first is None and newest is None else None
-        attribute_filters, entity_filters, dataset_filters = _filter_clauses(filter_string, parsed, session, store)
-        if dataset_filters:
-            return None
+        # a search asked before (the UI's runs page, a parent's trials, a notebook's loop): its
+        # statement is built, and its filter and order were checked, when it was first asked
+        key = (_listing_key(filter_string, order_by, max_results, session, experiment_ids, len(stages))
+               if store.db_type == "postgresql" and first is None else None)
+        listing = _LISTINGS.get(key) if key is not None else None
+        if listing is None:
+            stock_order = get_order(order_by, session) if first is None and newest is None else None
+            attribute_filters, entity_filters, dataset_filters = _filter_clauses(filter_string, parsed, session, store)
+            if dataset_filters:
+                return None
         offset = SearchUtils.parse_start_offset_from_page_token(page_token)
         experiment_ids = store._filter_experiment_ids(session, _parse_experiment_ids(experiment_ids))
+        if listing is not None and key[-2] == len(experiment_ids):
+            run_ids = listing.run_ids(session, experiment_ids, stages, offset, max_results)
+        else:
+            if listing is not None:  # a subclass's filter of the experiments changed their number
+                stock_order = get_order(order_by, session) if newest is None else None
+                attribute_filters, entity_filters, _ = _filter_clauses(filter_string, parsed, session, store)
+                key = None
+            run_ids = None
+            # whether an equality names few runs: SQLite reads those few by key, whatever the
+            # order; PostgreSQL plans that itself, and only needs to know whether the walk below
+            # is worth it
+            ask_few = store.db_type == "sqlite" or first is not None
+            joins, few = _semi_joins(session, entity_filters, _equalities(parsed) if ask_few else None, run,
+                                     store.db_type)
+            filters = (*attribute_filters, *joins)
+            plain = (run.experiment_id.in_(experiment_ids), run.lifecycle_stage.in_(stages))
+            # the same, out of SQLite's indexes' reach: for a filter that names few runs (an IN
+            # list), those runs by their key, then sorted, rather than the experiment's every run
+            # in the runs index's order (23 ms at 100,000 runs); and for the ordered walk below
+            scope = (_unindexed(run.experiment_id, store.db_type).in_(experiment_ids),
+                     _unindexed(run.lifecycle_stage, store.db_type).in_(stages))
+            # an equality that names few runs (a parent's trials) finds them faster than any walk
+            # of the experiment's values would, and so does stock's order for a small experiment
+            if first is not None and not few and _walk_pays(session, store.db_type, plain, experiment_ids, stages):
+                run_ids = _walk(session, store.db_type, first, run, scope, attribute_filters, joins, entity_filters,
+                                offset, max_results)
+            if run_ids is None:
+                def whole_order(*where: Any) -> sa.Select:
+                    order = None if newest is not None else stock_order or get_order(order_by, session)
+                    return _whole_order(run, newest, order, (*where, *filters))
 
-        # whether an equality names few runs: SQLite reads those few by key, whatever the order;
-        # PostgreSQL plans that itself, and only needs to know whether the walk below is worth it
-        ask_few = store.db_type == "sqlite" or first is not None
-        joins, few = _semi_joins(session, entity_filters, _equalities(parsed) if ask_few else None, run,
-                                 store.db_type)
-        filters = (*attribute_filters, *joins)
-        plain = (run.experiment_id.in_(experiment_ids), run.lifecycle_stage.in_(stages))
-        # the same, out of SQLite's indexes' reach: for a filter that names few runs (an IN list),
-        # those runs by their key, then sorted, rather than the experiment's every run in the runs
-        # index's order (23 ms at 100,000 runs); and for the ordered walk below
-        scope = (_unindexed(run.experiment_id, store.db_type).in_(experiment_ids),
-                 _unindexed(run.lifecycle_stage, store.db_type).in_(stages))
-        where = (*(scope if few else plain), *filters)
-        run_ids = None
-        # an equality that names few runs (a parent's trials) finds them faster than any walk of
-        # the experiment's values would, and so does stock's order for a small experiment
-        if first is not None and not few and _walk_pays(session, store.db_type, plain, experiment_ids, stages):
-            values, conditions, order = first
-            if store.db_type == "postgresql":
-                # each filter checked run by run as the walk reaches it (see _semi_joins' fence)
-                joins, _ = _semi_joins(session, entity_filters, None, run, store.db_type, walked=values)
-            # SQLite would start from the runs index and sort every matching run: with the runs'
-            # stage and experiment out of any index's reach (`+column`), it walks the values' index
-            stmt = sa.select(run.run_uuid).join(values, values.c.run_uuid == run.run_uuid).where(
-                *conditions, *scope, *attribute_filters, *joins,
-            ).order_by(*order).offset(offset).limit(max_results + 1)
-            jit = (session.bind.dialect.server_version_info or (0,)) >= (11,)
-            previous = _walk_settings(session, store.db_type, _WALK_SETTINGS_11 if jit else _WALK_SETTINGS)
-            run_ids = [row[0] for row in session.execute(stmt)]
-            # back as they were, for what follows: left on, they slow the page's statement by
-            # about 1.5 ms (a new plan each time) and would keep stock's order below from sorting
-            _walk_settings(session, store.db_type, previous)
-            if len(run_ids) < max_results + 1:
-                run_ids = None  # the page reaches past the runs with a value: stock's whole order
-        if run_ids is None:
-            if newest is not None:
-                stmt = sa.select(run.run_uuid).where(*where).order_by(*newest)
-            else:
-                order_columns, order_clauses, order_joins = stock_order or get_order(order_by, session)
-                stmt = sa.select(run.run_uuid, *order_columns)
-                for joined in order_joins:
-                    stmt = stmt.outerjoin(joined, run.run_uuid == joined.c.run_uuid)
-                stmt = stmt.where(*where).order_by(*order_clauses)
-            stmt = stmt.offset(offset)
-            if max_results is not None:
-                stmt = stmt.limit(max_results + 1)
-            run_ids = [row[0] for row in session.execute(stmt)]
+                if store.db_type == "postgresql":
+                    if first is not None:  # a walk's search, kept under its own key
+                        key = _listing_key(filter_string, order_by, max_results, session, experiment_ids, len(stages))
+                    listing = _listing(key, whole_order, max_results, session, run, len(experiment_ids), len(stages))
+                    run_ids = listing.run_ids(session, experiment_ids, stages, offset, max_results)
+                else:
+                    stmt = whole_order(*(scope if few else plain)).offset(offset)
+                    if max_results is not None:
+                        stmt = stmt.limit(max_results + 1)
+                    run_ids = [row[0] for row in session.execute(stmt)]
 
         next_token = None
         if max_results is not None and len(run_ids) == max_results + 1:
@@ -281,6 +280,139 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
             run_ids = run_ids[:max_results]
         with _collector_paused():
             return _hydrate(store, session, run_ids), next_token
+
+
+def _walk(session: Any, dialect: str, first: tuple, run: Any, scope: tuple, attribute_filters: tuple,
+          joins: list, entity_filters: Sequence[Any], offset: int, max_results: int) -> list[str] | None:
+    """The page's run ids read off the order key's value index (:func:`_ordered_first`); None
+    where the page reaches past the runs with a value (stock's whole order answers then)."""
+    values, conditions, order = first
+    if dialect == "postgresql":
+        # each filter checked run by run as the walk reaches it (see _semi_joins' fence)
+        joins, _ = _semi_joins(session, entity_filters, None, run, dialect, walked=values)
+    # SQLite would start from the runs index and sort every matching run: with the runs' stage
+    # and experiment out of any index's reach (`+column`), it walks the values' index
+    stmt = sa.select(run.run_uuid).join(values, values.c.run_uuid == run.run_uuid).where(
+        *conditions, *scope, *attribute_filters, *joins,
+    ).order_by(*order).offset(offset).limit(max_results + 1)
+    jit = dialect == "postgresql" and (session.bind.dialect.server_version_info or (0,)) >= (11,)
+    previous = _walk_settings(session, dialect, _WALK_SETTINGS_11 if jit else _WALK_SETTINGS)
+    run_ids = [row[0] for row in session.execute(stmt)]
+    # back as they were, for what follows: left on, they slow the page's statement by about
+    # 1.5 ms (a new plan each time) and would keep stock's order from sorting
+    _walk_settings(session, dialect, previous)
+    return run_ids if len(run_ids) == max_results + 1 else None
+
+
+def _whole_order(run: Any, newest: list | None, stock_order: tuple | None, where: tuple) -> sa.Select:
+    """The run ids that match ``where`` in stock's whole order (``newest``: the runs index's
+    spelling of it; else stock's order clauses and their joins)."""
+    if newest is not None:
+        return sa.select(run.run_uuid).where(*where).order_by(*newest)
+    order_columns, order_clauses, order_joins = stock_order
+    stmt = sa.select(run.run_uuid, *order_columns)
+    for joined in order_joins:
+        stmt = stmt.outerjoin(joined, run.run_uuid == joined.c.run_uuid)
+    return stmt.where(*where).order_by(*order_clauses)
+
+
+_OFFSET = sa.bindparam("team_offset", type_=sa.Integer())
+_LIMIT = sa.bindparam("team_limit", type_=sa.Integer())
+
+
+def _listing_params(experiment_ids: Sequence[int], stages: Sequence[str], offset: int, max_results: int | None) -> dict:
+    """A :class:`_Listing`'s values: one parameter per experiment and stage (``IN ($1)`` is
+    ``= $1`` to PostgreSQL, which the runs index then reads in order; ``= ANY($1)`` it would sort)."""
+    params = {f"team_experiment_{i}": e for i, e in enumerate(experiment_ids)}
+    params.update((f"team_stage_{i}", stage) for i, stage in enumerate(stages))
+    params["team_offset"] = offset
+    if max_results is not None:
+        params["team_limit"] = max_results + 1
+    return params
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """PostgreSQL's statement for a page's run ids in stock's whole order, with the experiments,
+    stages, offset and page size as its parameters; its SQL for the driver's cursor, or None
+    where one of its values needs SQLAlchemy's conversion."""
+
+    statement: Any
+    sql: str | None
+    constants: dict
+
+    def run_ids(self, session: Any, experiment_ids: Sequence[int], stages: set[str], offset: int,
+                max_results: int | None) -> list[str]:
+        params = _listing_params(experiment_ids, sorted(stages), offset, max_results)
+        if self.sql is None:
+            return [row[0] for row in session.execute(self.statement, params)]
+        return [row[0] for row in _driver_execute(session, self.sql, {**self.constants, **params})]
+
+
+#: :class:`_Listing` by filter string, order, whether the page has a size, driver, and how many
+#: experiments and stages: a search
+#: asked again (the UI's runs page, a parent's trials, a notebook's loop) neither builds stock's
+#: clauses nor has SQLAlchemy build and execute a statement (about 0.7 ms of a 4 ms search).
+_LISTINGS: dict[tuple, _Listing] = {}
+
+
+def _listing_key(filter_string: Any, order_by: Any, max_results: Any, session: Any, experiment_ids: Any,
+                 stages: int) -> tuple | None:
+    if filter_string is not None and not isinstance(filter_string, str):
+        return None
+    if order_by is not None and not (isinstance(order_by, (list, tuple)) and all(isinstance(o, str) for o in order_by)):
+        return None
+    if not isinstance(experiment_ids, (list, tuple)):
+        return None
+    return (filter_string, None if order_by is None else tuple(order_by), max_results is None,
+            session.bind.dialect.driver, len(experiment_ids), stages)
+
+
+def _listing(key: tuple | None, whole_order: Callable[..., sa.Select], max_results: int | None, session: Any,
+             run: Any, experiments: int, stages: int) -> _Listing:
+    """The search's :class:`_Listing`, built (and kept, under ``key``) where not found."""
+    found = _LISTINGS.get(key) if key is not None else None
+    if found is not None:
+        return found
+    stmt = whole_order(
+        run.experiment_id.in_([sa.bindparam(f"team_experiment_{i}", type_=sa.Integer()) for i in range(experiments)]),
+        run.lifecycle_stage.in_([sa.bindparam(f"team_stage_{i}", type_=sa.String()) for i in range(stages)]),
+    ).offset(_OFFSET)
+    if max_results is not None:
+        stmt = stmt.limit(_LIMIT)
+    dialect = session.bind.dialect
+    compiled = stmt.compile(dialect=dialect)
+    placeholders = _listing_params([0] * experiments, [""] * stages, 0, max_results)
+    ours = set(placeholders)
+    # the driver's cursor only where SQLAlchemy would pass every value as it is (no expanding IN
+    # to render, no type that converts its value)
+    direct = "POSTCOMPILE" not in compiled.string and all(
+        bind.type.dialect_impl(dialect).bind_processor(dialect) is None
+        for name, bind in compiled.binds.items() if name not in ours
+    )
+    constants = {k: v for k, v in compiled.construct_params(placeholders).items() if k not in ours}
+    found = _Listing(stmt, compiled.string if direct else None, constants)
+    if key is not None:
+        if len(_LISTINGS) >= _CLAUSES_MAX:
+            _LISTINGS.clear()
+        _LISTINGS[key] = found
+    return found
+
+
+def _driver_execute(session: Any, sql: str, params: dict) -> list[tuple]:
+    """One statement's rows through the driver's cursor on the session's connection (same
+    transaction); the driver's errors raised as SQLAlchemy raises them."""
+    connection = session.connection()
+    dialect = connection.dialect
+    dbapi = getattr(dialect, "loaded_dbapi", None) or dialect.dbapi
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+    except dbapi.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, params, exc, dbapi.Error) from exc
+    finally:
+        cursor.close()
 
 
 @functools.lru_cache(maxsize=256)
@@ -663,16 +795,10 @@ def _driver_rows(session: Any, statement: Any, run_ids: Sequence[str], dialect: 
     """:func:`_rows` through the driver's cursor (PostgreSQL's page: some 1,000 rows of twelve
     columns, none of which SQLAlchemy converts, so its result rows only cost time: about 1 ms of a
     search of a parent's 50 trials). Same connection, same transaction."""
-    connection = session.connection()
-    sql, constants = _compiled(statement, connection.dialect)
+    sql, constants = _compiled(statement, session.bind.dialect)
     rows, chunk = [], _CHUNK.get(dialect, 450)
-    cursor = connection.connection.driver_connection.cursor()
-    try:
-        for start in range(0, len(run_ids), chunk):
-            cursor.execute(sql, {**constants, "ids": list(run_ids[start:start + chunk])})
-            rows.extend(cursor.fetchall())
-    finally:
-        cursor.close()
+    for start in range(0, len(run_ids), chunk):
+        rows.extend(_driver_execute(session, sql, {**constants, "ids": list(run_ids[start:start + chunk])}))
     return rows
 
 
