@@ -649,7 +649,7 @@ _WALK_PAYS: dict[tuple, tuple[float, bool]] = {}
 
 def _walk_pays(session: Any, dialect: str, scope: tuple, experiment_ids: Sequence[int], stages: set[str]) -> bool:
     """Whether the searched experiments hold enough of the database's runs for the ordered walk."""
-    key = (session.bind, tuple(sorted(experiment_ids)), tuple(sorted(stages)))
+    key = (session.bind.engine, tuple(sorted(experiment_ids)), tuple(sorted(stages)))  # never a Connection
     now = time.monotonic()
     found = _WALK_PAYS.get(key)
     if found is not None and found[0] > now:
