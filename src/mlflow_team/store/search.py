@@ -232,7 +232,7 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
                 return None
         offset = SearchUtils.parse_start_offset_from_page_token(page_token)
         experiment_ids = store._filter_experiment_ids(session, _parse_experiment_ids(experiment_ids))
-        if listing is not None and key[-2] == len(experiment_ids):
+        if listing is not None and listing.experiments == len(experiment_ids):
             run_ids = listing.run_ids(session, experiment_ids, stages, offset, max_results)
         else:
             if listing is not None:  # a subclass's filter of the experiments changed their number
@@ -340,6 +340,7 @@ class _Listing:
     statement: Any
     sql: str | None
     constants: dict
+    experiments: int
 
     def run_ids(self, session: Any, experiment_ids: Sequence[int], stages: set[str], offset: int,
                 max_results: int | None) -> list[str]:
@@ -350,9 +351,9 @@ class _Listing:
 
 
 #: :class:`_Listing` by filter string, order, whether the page has a size, driver, and how many
-#: experiments and stages: a search
-#: asked again (the UI's runs page, a parent's trials, a notebook's loop) neither builds stock's
-#: clauses nor has SQLAlchemy build and execute a statement (about 0.7 ms of a 4 ms search).
+#: experiments and stages: a search asked again (the UI's runs page, a parent's trials, a
+#: notebook's loop) neither builds stock's clauses nor has SQLAlchemy build and execute a
+#: statement (about 0.7 ms of a 4 ms search).
 _LISTINGS: dict[tuple, _Listing] = {}
 
 
@@ -391,7 +392,7 @@ def _listing(key: tuple | None, whole_order: Callable[..., sa.Select], max_resul
         for name, bind in compiled.binds.items() if name not in ours
     )
     constants = {k: v for k, v in compiled.construct_params(placeholders).items() if k not in ours}
-    found = _Listing(stmt, compiled.string if direct else None, constants)
+    found = _Listing(stmt, compiled.string if direct else None, constants, experiments)
     if key is not None:
         if len(_LISTINGS) >= _CLAUSES_MAX:
             _LISTINGS.clear()
