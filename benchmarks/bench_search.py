@@ -300,7 +300,7 @@ def main() -> int:
           "\nthe small experiment apart: its 1,000 runs have no target of their own, only no slower than stock):")
     for (kind, n, small), values in ratios.items():
         geo = statistics.geometric_mean(values)
-        searched = "the small experiment" if small else f"{n:,} runs"
+        searched = f"1,000 beside {n:,}" if small else f"{n:,} runs"
         print(f"  {kind:<10} {searched:>20}: lowest {min(values):5.1f}x  geometric mean {geo:5.1f}x")
     if differ:
         print("the two stores' answers differed: see ANSWERS DIFFER above")
