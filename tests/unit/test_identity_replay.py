@@ -38,6 +38,11 @@ def has_table(url: str) -> bool:
 @pytest.fixture
 def two_processes(db_url):
     """Two engines of their own on one database, its table created by the first."""
+    from mlflow_team.store.tracking import TeamSqlAlchemyStore
+
+    # MLflow's schema first, as under a server: the database is shared by the session, and a team
+    # store opened on it later refuses one that holds tables but no schema revision
+    TeamSqlAlchemyStore(f"team+{db_url}")
     engines = [sa.create_engine(db_url, poolclass=sa.pool.NullPool) for _ in range(2)]
     replay.create_table(engines[0])
     replay.create_table(engines[1])  # a second creator finds it there
