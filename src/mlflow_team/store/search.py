@@ -22,9 +22,13 @@ Here the same search is two steps:
    and turned into the entities ``SqlRun.to_mlflow_entity`` makes; inputs and logged-model outputs
    come from stock's own bulk helpers.
 
+A page ordered by one metric, param or tag is read off an index of that key's values where the
+searched experiments hold enough of the database's runs (:func:`_ordered_first`, :func:`_walk_pays`).
+
 What a search costs besides its statements is kept small too: filter and order strings are parsed,
-and stock's clauses for a filter built, once per string; PostgreSQL's page is read through the
-driver's cursor; ``RunData`` is set from dicts (the ``entities`` probe).
+and stock's clauses for a filter built, once per string; on PostgreSQL a search's id statement is
+kept and run through the driver's cursor when it is asked again (:class:`_Listing`), and so is
+the page's; ``RunData`` is set from dicts (the ``entities`` probe).
 
 The indexes of :data:`INDEXES` (stock has none on ``runs.experiment_id``, nor on tag and param
 values) let a search read its experiment's runs only, and an equality filter find its runs
