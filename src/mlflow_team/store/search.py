@@ -227,8 +227,8 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
         # a search asked before (the UI's runs page, a parent's trials, a notebook's loop): its
         # statement is built, and its filter and order were checked, when it was first asked
         key = (_listing_key(filter_string, order_by, max_results, session, experiment_ids, len(stages))
-               if store.db_type == "postgresql" and first is None else None)
-        listing = _LISTINGS.get(key) if key is not None else None
+               if store.db_type == "postgresql" else None)
+        listing = _LISTINGS.get(key) if key is not None and first is None else None  # a walk's is its fallback
         if listing is None:
             stock_order = get_order(order_by, session) if first is None and newest is None else None
             attribute_filters, entity_filters, dataset_filters = _filter_clauses(filter_string, parsed, session, store)
@@ -259,7 +259,7 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
                      _unindexed(run.lifecycle_stage, store.db_type).in_(stages))
             # an equality that names few runs (a parent's trials) finds them faster than any walk
             # of the experiment's values would, and so does stock's order for a small experiment
-            if first is not None and not few and _walk_pays(session, store.db_type, plain, experiment_ids, stages):
+            if first is not None and not few and _walk_pays(session, store.db_type, run, plain, experiment_ids, stages):
                 run_ids = _walk(session, store.db_type, first, run, scope, attribute_filters, joins, entity_filters,
                                 offset, max_results)
             if run_ids is None:
@@ -268,8 +268,6 @@ def search_runs(store: Any, experiment_ids, filter_string, run_view_type, max_re
                     return _whole_order(run, newest, order, (*where, *filters))
 
                 if store.db_type == "postgresql":
-                    if first is not None:  # a walk's search, kept under its own key
-                        key = _listing_key(filter_string, order_by, max_results, session, experiment_ids, len(stages))
                     listing = _listing(key, whole_order, max_results, session, run, len(experiment_ids), len(stages))
                     run_ids = listing.run_ids(session, experiment_ids, stages, offset, max_results)
                 else:
@@ -377,7 +375,7 @@ def _listing(key: tuple | None, whole_order: Callable[..., sa.Select], max_resul
              run: Any, experiments: int, stages: int) -> _Listing:
     """The search's :class:`_Listing`, built (and kept, under ``key``) where not found."""
     found = _LISTINGS.get(key) if key is not None else None
-    if found is not None:
+    if found is not None and found.experiments == experiments:
         return found
     stmt = whole_order(
         run.experiment_id.in_([sa.bindparam(f"team_experiment_{i}", type_=sa.Integer()) for i in range(experiments)]),
@@ -652,7 +650,8 @@ _WALK_TTL_S = 30.0
 _WALK_PAYS: dict[tuple, tuple[float, bool]] = {}
 
 
-def _walk_pays(session: Any, dialect: str, scope: tuple, experiment_ids: Sequence[int], stages: set[str]) -> bool:
+def _walk_pays(session: Any, dialect: str, run: Any, scope: tuple, experiment_ids: Sequence[int],
+               stages: set[str]) -> bool:
     """Whether the searched experiments hold enough of the database's runs for the ordered walk."""
     key = (session.bind.engine, tuple(sorted(experiment_ids)), tuple(sorted(stages)))  # never a Connection
     now = time.monotonic()
@@ -664,7 +663,6 @@ def _walk_pays(session: Any, dialect: str, scope: tuple, experiment_ids: Sequenc
     else:
         total = session.execute(sa.select(sa.func.count()).select_from(sa.table("runs"))).scalar()
     need = max(_WALK_MIN_RUNS, int(total or 0) // _WALK_MIN_SHARE)
-    run = compat.resolve("mlflow.store.tracking.dbmodels.models:SqlRun")
     pays = not _fewer_than(session, run.__table__, sa.and_(*scope), need)
     if len(_WALK_PAYS) >= _CLAUSES_MAX:
         _WALK_PAYS.clear()
